@@ -1,0 +1,132 @@
+# libefficientnetv2 -- plain GNU Makefile.
+#   make                 library (static + shared), env2 program, examples
+#   make test            all tests (ends with "N passed, N failed")
+#   make OPENMP=0 ...    build without OpenMP
+#   make install PREFIX=/usr/local DESTDIR=
+#   make sanitize        tests under ASan + UBSan
+#   make check-torch     full-size parity with torchvision (needs python3-torch)
+#   make bench           benchmarks against PyTorch, writes docs/PERFORMANCE.md figures
+#   make demo            the main job: progressive training on Fashion-MNIST
+
+CC      ?= cc
+OPENMP  ?= 1
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+PCDIR   ?= $(LIBDIR)/pkgconfig
+PYTHON  ?= /usr/bin/python3
+
+VMAJOR := $(shell sed -n 's/^\#define ENV2_VERSION_MAJOR \([0-9]*\).*/\1/p' include/efficientnetv2.h)
+VMINOR := $(shell sed -n 's/^\#define ENV2_VERSION_MINOR \([0-9]*\).*/\1/p' include/efficientnetv2.h)
+VPATCH := $(shell sed -n 's/^\#define ENV2_VERSION_PATCH \([0-9]*\).*/\1/p' include/efficientnetv2.h)
+VERSION := $(VMAJOR).$(VMINOR).$(VPATCH)
+
+OPT     ?= -O2
+CFLAGS_BASE := -std=c11 $(OPT) -g -Wall -Wextra -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L \
+               -DENV2_BUILDING_LIBRARY -Iinclude -Isrc -Isrc/core
+ifeq ($(OPENMP),1)
+  OMP_OK := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1)
+  ifeq ($(OMP_OK),1)
+    OMPFLAGS := -fopenmp
+  endif
+endif
+SAN ?=
+ALL_CFLAGS := $(CFLAGS_BASE) $(OMPFLAGS) $(SAN) $(CFLAGS)
+ALL_LDFLAGS := $(OMPFLAGS) $(SAN) $(LDFLAGS)
+LIBS := -lm -lpthread
+
+# x86-64 SIMD paths live in files named *_avx512.c / *_avx2.c and are compiled
+# with the matching flags; the library picks one at run time.
+X86 := $(shell $(CC) -dumpmachine | grep -q 'x86_64' && echo 1)
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mavx2
+AVX2_FLAGS   := -mavx2 -mfma
+
+BUILD := build/omp$(if $(OMPFLAGS),1,0)$(if $(SAN),-san)
+SRCS := $(sort $(wildcard src/*/*.c))
+ifneq ($(X86),1)
+  SRCS := $(filter-out %_avx512.c %_avx2.c,$(SRCS))
+endif
+OBJS := $(SRCS:%.c=$(BUILD)/%.o)
+
+STATIC := $(BUILD)/libefficientnetv2.a
+SONAME := libefficientnetv2.so.$(VMAJOR)
+SHARED := $(BUILD)/libefficientnetv2.so.$(VERSION)
+TOOL_SRCS := $(filter-out tools/%_main.c,$(wildcard tools/*.c))
+ENV2BIN := $(BUILD)/env2
+TEST_SRCS := $(sort $(wildcard test/test_*.c))
+TESTS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
+
+.PHONY: all lib test clean install uninstall sanitize check-torch bench demo abi-check fixtures examples
+all: lib $(ENV2BIN) env2 examples
+
+lib: $(STATIC) $(SHARED)
+	@mkdir -p lib
+	@cmp -s $(STATIC) lib/libefficientnetv2.a || cp $(STATIC) lib/libefficientnetv2.a
+	@cmp -s $(SHARED) lib/libefficientnetv2.so.$(VERSION) || cp $(SHARED) lib/libefficientnetv2.so.$(VERSION)
+	@ln -sf libefficientnetv2.so.$(VERSION) lib/$(SONAME)
+	@ln -sf $(SONAME) lib/libefficientnetv2.so
+
+env2: $(ENV2BIN)
+	@cp $(ENV2BIN) env2
+
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS)) $(if $(findstring _avx2,$<),$(AVX2_FLAGS)) -c $< -o $@
+
+$(STATIC): $(OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(OBJS)
+	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+
+$(ENV2BIN): $(TOOL_SRCS) $(STATIC) $(wildcard tools/*.h)
+	$(CC) $(ALL_CFLAGS) -o $@ $(TOOL_SRCS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+
+examples: $(EXAMPLES)
+$(BUILD)/examples/%: examples/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+
+$(BUILD)/test/%: test/%.c test/harness.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itest -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+
+# Every test program prints "N passed, N failed" last; run_tests.sh sums them.
+test: all $(TESTS)
+	@sh test/run_tests.sh $(BUILD) $(TESTS)
+
+sanitize:
+	$(MAKE) test SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" OPT=-O1
+
+check-torch: all
+	$(PYTHON) tools/parity_full.py --env2 $(ENV2BIN)
+
+fixtures:
+	$(PYTHON) tools/make_fixtures.py --out test/data
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/efficientnetv2.h $(DESTDIR)$(INCDIR)/
+	install -m 644 lib/libefficientnetv2.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 lib/libefficientnetv2.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf libefficientnetv2.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libefficientnetv2.so
+	install -m 755 $(ENV2BIN) $(DESTDIR)$(BINDIR)/env2
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCDIR@|$(INCDIR)|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' -e 's|@OMPFLAGS@|$(OMPFLAGS)|g' \
+	    pkgconfig/efficientnetv2.pc.in > $(DESTDIR)$(PCDIR)/efficientnetv2.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR)/efficientnetv2.h $(DESTDIR)$(LIBDIR)/libefficientnetv2.* $(DESTDIR)$(BINDIR)/env2 \
+	      $(DESTDIR)$(PCDIR)/efficientnetv2.pc
+
+abi-check: lib
+	@sh test/abi_check.sh lib/libefficientnetv2.so.$(VERSION) lib/efficientnetv2.sym
+
+clean:
+	rm -rf build lib/libefficientnetv2.* env2

@@ -1,0 +1,110 @@
+/* Internal foundation shared by every part of the library: status codes with
+ * detail text, aligned allocation, static work partitioning for threads and the
+ * counter-based random number generator.  Nothing here is exported. */
+#ifndef ENV2_COMMON_H
+#define ENV2_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+#include "efficientnetv2.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ENV2_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define ENV2_UNUSED __attribute__((unused))
+#else
+#define ENV2_PRINTF(a, b)
+#define ENV2_UNUSED
+#endif
+
+/* ---- errors ------------------------------------------------------------
+ * Internal functions return an env2_status and, on failure, write a message
+ * into an env2_err the caller owns (handles keep one; free functions use a
+ * thread-local one).  `e` may be NULL when the caller does not want text. */
+typedef struct env2_err {
+    char msg[512];
+} env2_err;
+
+/* Formats the message into e (if not NULL) and returns code, so that the
+ * usual form is `return env2_fail(e, ENV2_E_FORMAT, "...", ...);`. */
+env2_status env2_fail(env2_err *e, env2_status code, const char *fmt, ...) ENV2_PRINTF(3, 4);
+void env2_err_clear(env2_err *e);
+/* Prefixes the existing message with "<prefix>: " (for context such as a
+ * file name) and returns code. */
+env2_status env2_err_prefix(env2_err *e, env2_status code, const char *fmt, ...) ENV2_PRINTF(3, 4);
+
+/* Thread-local detail text for calls that have no handle to hold it
+ * (failed creation, free functions); read through env2_last_error(NULL). */
+env2_err *env2_tls_err(void);
+
+/* ---- memory --------------------------------------------------------------
+ * All large buffers are 64-byte aligned so that AVX-512 loads never split a
+ * cache line at the start of a row.  Fault injection: tests set
+ * env2_fail_alloc_after to N >= 0 so that the N+1-th allocation fails. */
+void *env2_malloc(size_t bytes);
+void *env2_calloc(size_t count, size_t size);
+void *env2_realloc(void *p, size_t bytes); /* unaligned; for small growing arrays */
+void *env2_aligned_alloc(size_t bytes);     /* zero-initialised */
+void env2_aligned_free(void *p);
+void env2_free(void *p);
+extern long env2_fail_alloc_after;           /* -1 = never fail */
+char *env2_strdup(const char *s);
+
+/* ---- threads -------------------------------------------------------------
+ * Work is split statically: thread `ith` of `nth` takes [lo, hi) of `total`.
+ * Every reduction that feeds training is done in fixed chunks combined in a
+ * fixed order, so results do not depend on the thread count. */
+static inline void env2_range(long total, int ith, int nth, long *lo, long *hi)
+{
+    long base = total / nth, rem = total % nth;
+    *lo = ith * base + (ith < rem ? ith : rem);
+    *hi = *lo + base + (ith < rem ? 1 : 0);
+}
+int env2_thread_id(void);  /* inside a parallel region; 0 outside */
+int env2_max_threads(void); /* what "0 = all cores" resolves to */
+int env2_have_openmp(void);
+
+/* ---- randomness ----------------------------------------------------------
+ * Counter-based: every random number is a pure function of (seed, stream,
+ * counter), so any value can be regenerated in any order or thread and a run
+ * resumes exactly from its step count.  Streams separate the consumers. */
+enum {
+    ENV2_STREAM_INIT = 1,
+    ENV2_STREAM_DROPOUT = 2,
+    ENV2_STREAM_DROPPATH = 3,
+    ENV2_STREAM_AUGMENT = 4,
+    ENV2_STREAM_MIXUP = 5,
+    ENV2_STREAM_SHUFFLE = 6,
+    ENV2_STREAM_SPLIT = 7
+};
+uint64_t env2_rng_u64(uint64_t seed, uint64_t stream, uint64_t counter);
+/* uniform in [0, 1) with 24 random bits, exactly representable in float */
+float env2_rng_uniform(uint64_t seed, uint64_t stream, uint64_t counter);
+/* standard normal (Box-Muller on two derived uniforms) */
+float env2_rng_normal(uint64_t seed, uint64_t stream, uint64_t counter);
+/* uniform integer in [0, n) */
+uint32_t env2_rng_below(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t n);
+
+/* Sequential generator over the same function, for code that draws many
+ * numbers in order (augmentation of one image, Beta sampling). */
+typedef struct env2_rng {
+    uint64_t seed, stream, counter;
+} env2_rng;
+static inline env2_rng env2_rng_make(uint64_t seed, uint64_t stream, uint64_t start)
+{
+    env2_rng r = {seed, stream, start};
+    return r;
+}
+static inline float env2_rng_next_uniform(env2_rng *r) { return env2_rng_uniform(r->seed, r->stream, r->counter++); }
+static inline float env2_rng_next_normal(env2_rng *r) { return env2_rng_normal(r->seed, r->stream, r->counter++); }
+static inline uint32_t env2_rng_next_below(env2_rng *r, uint32_t n) { return env2_rng_below(r->seed, r->stream, r->counter++, n); }
+/* Gamma(a, 1) and Beta(a, a) samples (Marsaglia-Tsang), for Mixup/CutMix. */
+double env2_rng_gamma(env2_rng *r, double a);
+double env2_rng_beta(env2_rng *r, double a, double b);
+
+/* Round-half-to-even float -> int helpers and clamps used across modules. */
+static inline int env2_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+static inline float env2_clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+#endif

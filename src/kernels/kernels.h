@@ -1,0 +1,172 @@
+/* Kernels: pure functions on float arrays and shapes.  They know nothing of
+ * models or files.  Activations are NHWC (channels innermost); a "rows x C"
+ * view of an activation has rows = n*h*w.
+ *
+ * Conventions:
+ *  - `nt` is the number of threads the kernel may use (>= 1; 1 = no threads
+ *    are created).  Results are bit-identical for every nt: work is split
+ *    over outputs, and reductions use fixed chunks combined in fixed order.
+ *  - Forward writes its output.  Backward-data OVERWRITES dx.  Backward
+ *    weight/bias gradients ACCUMULATE (+=) into dw/db; the trainer zeroes
+ *    them once per step.
+ *  - Every family has a plain reference (`*_ref`, single-threaded, obvious
+ *    loops) that the tests compare the fast version with.
+ *  - Weight layouts are the internal ones: dense conv HWIO
+ *    [kh][kw][ci][co]; depthwise [kh][kw][c]; fully-connected torch layout
+ *    [out][in].  Conversion from/to PyTorch OIHW happens at load/save.
+ */
+#ifndef ENV2_KERNELS_H
+#define ENV2_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- SIMD dispatch -------------------------------------------------------- */
+enum { K_SIMD_GENERIC = 0, K_SIMD_AVX2 = 1, K_SIMD_AVX512 = 2 };
+/* Best level this CPU and build support. */
+int k_simd_detect(void);
+/* Level currently used (detect() unless forced). */
+int k_simd_level(void);
+/* Forces a level (tests use it to run every path); returns the level in
+ * effect, which is min(requested, detected). */
+int k_simd_force(int level);
+const char *k_simd_name(int level);
+
+/* ---- epilogue ------------------------------------------------------------- */
+enum { K_ACT_NONE = 0, K_ACT_SILU = 1, K_ACT_SIGMOID = 2 };
+/* Applied to each output element y[r][c] after the product:
+ *   y = act(scale[c] * y + bias[c]) + residual[r][c]
+ * scale, bias, residual may each be NULL (= 1, 0, 0).  Used to fuse folded
+ * batch norm, SiLU and the residual add into GEMM and convolution output. */
+typedef struct k_epilogue {
+    const float *scale;
+    const float *bias;
+    int act;
+    const float *residual;
+    long ldr; /* row stride of residual (elements) */
+} k_epilogue;
+
+/* ---- GEMM ------------------------------------------------------------------
+ * C[M][N] = alpha * op(A)[M][K] * op(B)[K][N] + beta * C, row-major;
+ * op(A) = A (lda >= K) or A^T (A stored [K][M], lda >= M); same for B.
+ * With beta == 0, C is not read (may hold NaN).  ep (may be NULL) is applied
+ * after alpha/beta. */
+void k_sgemm(int nt, int transA, int transB, long M, long N, long K, float alpha, const float *A, long lda,
+             const float *B, long ldb, float beta, float *C, long ldc, const k_epilogue *ep);
+void k_sgemm_ref(int transA, int transB, long M, long N, long K, float alpha, const float *A, long lda,
+                 const float *B, long ldb, float beta, float *C, long ldc, const k_epilogue *ep);
+
+/* ---- convolution shapes ----------------------------------------------------- */
+typedef struct k_conv_shape {
+    int n, h, w;      /* input batch and spatial size */
+    int ci, co;       /* channels (depthwise: ci == co) */
+    int kh, kw;       /* kernel */
+    int stride;       /* same in both directions */
+    int pad_t, pad_l; /* padding before (top, left); after = whatever makes ho, wo */
+    int ho, wo;       /* output size */
+} k_conv_shape;
+/* Fills pad_t, pad_l, ho, wo.  same_pad = 1: TensorFlow "same"
+ * (ho = ceil(h/stride), extra pixel at bottom/right); 0: symmetric
+ * (k-1)/2 like torchvision. */
+void k_conv_shape_init(k_conv_shape *s, int n, int h, int w, int ci, int co, int k, int stride, int same_pad);
+
+/* ---- dense convolution (groups = 1), NHWC, weight HWIO ---------------------
+ * x [n][h][w][ci], y [n][ho][wo][co], w [kh][kw][ci][co].
+ * 1x1 stride-1 convolutions are a single GEMM on x.  Other shapes use a
+ * chunked im2col + GEMM; `ws` is a workspace of k_conv2d_workspace() floats
+ * (0 for 1x1 stride 1). */
+size_t k_conv2d_workspace(const k_conv_shape *s, int nt);
+void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                  float *ws);
+/* dx = conv_transpose(dy, w): overwrites dx [n][h][w][ci] */
+void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws);
+/* dw += x (*) dy: accumulates into dw [kh][kw][ci][co] */
+void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws);
+void k_conv2d_fwd_ref(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep);
+void k_conv2d_bwd_data_ref(const k_conv_shape *s, const float *dy, const float *w, float *dx);
+void k_conv2d_bwd_weight_ref(const k_conv_shape *s, const float *x, const float *dy, float *dw);
+
+/* ---- depthwise convolution, NHWC, weight [kh][kw][c] ----------------------- */
+void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep);
+void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx);
+void k_dwconv_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw);
+void k_dwconv_fwd_ref(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep);
+void k_dwconv_bwd_data_ref(const k_conv_shape *s, const float *dy, const float *w, float *dx);
+void k_dwconv_bwd_weight_ref(const k_conv_shape *s, const float *x, const float *dy, float *dw);
+
+/* ---- batch norm over rows x C ---------------------------------------------
+ * Training forward: per-channel batch mean and biased variance over all rows,
+ * y = gamma * (x - mean) * rstd + beta with rstd = 1/sqrt(var + eps).
+ * Saves mean and rstd [C] for backward; var_unbiased [C] (may be NULL)
+ * receives the unbiased variance for the running-statistics update. */
+void k_bn_fwd_train(int nt, long rows, int C, const float *x, const float *gamma, const float *beta, float eps,
+                    float *y, float *mean, float *rstd, float *var_unbiased);
+/* dx = gamma*rstd*(dy - mean(dy) - xhat*mean(dy*xhat)) (overwrites);
+ * dgamma += sum(dy*xhat), dbeta += sum(dy).  x is the forward input. */
+void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const float *gamma, const float *mean,
+              const float *rstd, float *dx, float *dgamma, float *dbeta);
+/* Inference: y = scale[c] * x + shift[c] (scale/shift from folding). */
+void k_bn_fold(int C, const float *gamma, const float *beta, const float *mean, const float *var, float eps,
+               float *scale, float *shift);
+void k_bn_fwd_train_ref(long rows, int C, const float *x, const float *gamma, const float *beta, float eps,
+                        float *y, float *mean, float *rstd, float *var_unbiased);
+void k_bn_bwd_ref(long rows, int C, const float *x, const float *dy, const float *gamma, const float *mean,
+                  const float *rstd, float *dx, float *dgamma, float *dbeta);
+
+/* ---- activations (elementwise over n values) --------------------------------- */
+void k_silu_fwd(int nt, long n, const float *x, float *y);
+/* dx = dy * s * (1 + x * (1 - s)), s = sigmoid(x); dx may alias dy */
+void k_silu_bwd(int nt, long n, const float *x, const float *dy, float *dx);
+void k_sigmoid_fwd(int nt, long n, const float *x, float *y);
+/* from the forward OUTPUT y: dx = dy * y * (1 - y) */
+void k_sigmoid_bwd(int nt, long n, const float *y, const float *dy, float *dx);
+void k_silu_fwd_ref(long n, const float *x, float *y);
+void k_silu_bwd_ref(long n, const float *x, const float *dy, float *dx);
+
+/* ---- global average pooling: x [n][hw][C] -> y [n][C] ----------------------- */
+void k_gap_fwd(int nt, int n, long hw, int C, const float *x, float *y);
+/* dx[n][p][c] = dy[n][c] / hw (overwrites) */
+void k_gap_bwd(int nt, int n, long hw, int C, const float *dy, float *dx);
+
+/* ---- fully connected: y [n][out] = x [n][in] * W^T + b, W [out][in] --------- */
+void k_fc_fwd(int nt, int n, int in, int out, const float *x, const float *W, const float *b, float *y);
+/* dx [n][in] = dy * W (overwrites; dx may be NULL); dW += dy^T x; db += sum dy */
+void k_fc_bwd(int nt, int n, int in, int out, const float *x, const float *W, const float *dy, float *dx,
+              float *dW, float *db);
+
+/* ---- squeeze-excite on x [n][hw][C], squeeze width S -------------------------
+ * pooled = mean_hw(x) [n][C]; hid = pooled * W1^T + b1 [n][S] (W1 [S][C]);
+ * act = silu(hid); gate = sigmoid(act * W2^T + b2) [n][C] (W2 [C][S]);
+ * y = x * gate.  Training saves pooled, hid and gate (each may be a caller
+ * buffer of the given size); inference may pass NULL for them (the kernel
+ * then uses small stack/heap scratch: it must not fail, so it needs scratch
+ * passed in: `scratch` of k_se_scratch(n, C, S) floats, never NULL). */
+size_t k_se_scratch(int n, int C, int S);
+void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
+              const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch);
+/* Given dy, forward input x and saved pooled/hid/gate: dx (overwrites),
+ * dW1, db1, dW2, db2 (accumulate).  scratch as above. */
+void k_se_bwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *W2,
+              const float *pooled, const float *hid, const float *gate, const float *dy, float *dx, float *dW1,
+              float *db1, float *dW2, float *db2, float *scratch);
+void k_se_fwd_ref(int n, long hw, int C, int S, const float *x, const float *W1, const float *b1, const float *W2,
+                  const float *b2, float *y);
+
+/* ---- loss: softmax cross-entropy with label smoothing ---------------------
+ * logits [n][K].  Targets: labels (n ints in [0,K)) or soft targets [n][K]
+ * (rows summing to 1); exactly one non-NULL.  The smoothed target is
+ * t' = (1 - eps) * t + eps / K.  Returns the mean loss over the batch and
+ * writes dlogits = (softmax - t') / n.  *correct = rows whose arg-max logit
+ * equals the label (or the target's arg-max; ties -> lowest index).
+ * Computed in double per row; deterministic. */
+double k_xent(int n, int K, const float *logits, const int32_t *labels, const float *targets, float smoothing,
+              float *dlogits, int32_t *correct);
+
+/* ---- elementwise helpers ------------------------------------------------------ */
+void k_add(int nt, long n, const float *a, const float *b, float *y);          /* y = a + b */
+void k_scale_rows(int nt, int n, long per, const float *x, const float *s, float *y); /* y[i][.] = x[i][.]*s[i] */
+/* NCHW <-> NHWC for the API boundary */
+void k_nchw_to_nhwc(int nt, int n, int C, int H, int W, const float *src, float *dst);
+void k_nhwc_to_nchw(int nt, int n, int C, int H, int W, const float *src, float *dst);
+
+#endif
