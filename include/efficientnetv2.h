@@ -255,6 +255,16 @@ ENV2_API env2_status env2_model_save(const env2_model *model, const char *path);
  *  release it with env2_free().  Since 0.1. */
 ENV2_API env2_status env2_model_save_memory(const env2_model *model, void **data, size_t *len);
 
+/** Creates a model from a safetensors file written by env2_model_save or
+ *  env2_trainer_save: the architecture and options are read from the file's
+ *  metadata ("env2.arch", "env2.stem", "env2.head", "env2.num_classes",
+ *  "env2.in_channels", "env2.padding", "env2.bn_eps"), then the weights are
+ *  loaded.  opts (may be NULL) supplies the remaining options (threads,
+ *  seed).  Files without that metadata (e.g. exported from torchvision) give
+ *  ENV2_E_NOT_FOUND: create the model by name and use env2_model_load.
+ *  Errors as env2_model_create and env2_model_load.  Since 0.1. */
+ENV2_API env2_status env2_model_create_from_file(env2_model **out, const char *path, const env2_model_options *opts);
+
 /** Frees memory returned by the library (env2_model_save_memory).  NULL is a
  *  no-op.  Since 0.1. */
 ENV2_API void env2_free(void *p);
