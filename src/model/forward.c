@@ -1,0 +1,138 @@
+/* Inference: batch norm folded into each convolution's epilogue (per-channel
+ * scale and shift, then SiLU, then the residual add), activations NHWC in
+ * three rotating buffers, so peak memory is about three of the largest
+ * activations rather than the sum of all of them. */
+#include <string.h>
+
+#include "model.h"
+
+typedef struct infer_plan {
+    size_t act;      /* floats of the largest activation */
+    size_t conv_ws;  /* floats of the largest im2col workspace */
+    size_t se_ws;    /* floats of SE scratch */
+} infer_plan;
+
+static void conv_shape(const env2_model *m, const convbn *c, int n, int h, int w, k_conv_shape *s)
+{
+    k_conv_shape_init(s, n, h, w, c->ci, c->co, c->k, c->stride, m->padding == ENV2_PAD_SAME);
+}
+
+static void plan_conv(const env2_model *m, const convbn *c, int n, int *h, int *w, infer_plan *p, int nt)
+{
+    k_conv_shape s;
+    conv_shape(m, c, n, *h, *w, &s);
+    size_t out = (size_t)n * s.ho * s.wo * c->co;
+    if (out > p->act) p->act = out;
+    if (c->kind == T_CONV) {
+        size_t ws = k_conv2d_workspace(&s, nt);
+        if (ws > p->conv_ws) p->conv_ws = ws;
+    }
+    *h = s.ho;
+    *w = s.wo;
+}
+
+static void make_plan(const env2_model *m, int n, int h, int w, infer_plan *p, int nt)
+{
+    memset(p, 0, sizeof *p);
+    plan_conv(m, &m->stem, n, &h, &w, p, nt);
+    for (int b = 0; b < m->nblocks; b++) {
+        const block_def *bl = &m->blocks[b];
+        for (int i = 0; i < bl->ncb; i++) plan_conv(m, &bl->cb[i], n, &h, &w, p, nt);
+        if (bl->se) {
+            size_t s = k_se_scratch(n, bl->mid, bl->se);
+            if (s > p->se_ws) p->se_ws = s;
+        }
+    }
+    plan_conv(m, &m->head, n, &h, &w, p, nt);
+}
+
+static void run_conv(const env2_model *m, const float *params, const convbn *c, int nt, int n, int *h, int *w,
+                     const float *x, float *y, const float *residual, float *ws)
+{
+    k_conv_shape s;
+    conv_shape(m, c, n, *h, *w, &s);
+    k_epilogue ep = {model_fold_scale(m, c), model_fold_shift(m, c), c->act ? K_ACT_SILU : K_ACT_NONE, residual,
+                     c->co};
+    if (c->kind == T_DW) k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep);
+    else k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws);
+    *h = s.ho;
+    *w = s.wo;
+}
+
+env2_status model_forward_nhwc(env2_model *m, const float *params, const float *stats, const float *x, int n, int h,
+                               int w, float *logits, env2_err *e)
+{
+    int nt = model_threads(m);
+    if (m->ws_n != n || m->ws_h != h || m->ws_w != w || !m->ws) {
+        infer_plan p;
+        make_plan(m, n, h, w, &p, nt);
+        size_t act = (p.act + 15) & ~(size_t)15;
+        size_t need = 3 * act + ((p.conv_ws + 15) & ~(size_t)15) + ((p.se_ws + 15) & ~(size_t)15) +
+                      (size_t)n * (size_t)m->arch.head;
+        if (need > m->ws_floats) {
+            float *ws = env2_aligned_alloc(need * sizeof(float));
+            if (!ws) return env2_fail(e, ENV2_E_NOMEM, "out of memory: inference workspace of %zu MiB for %dx%dx%d",
+                                      need * sizeof(float) >> 20, n, h, w);
+            env2_aligned_free(m->ws);
+            m->ws = ws;
+            m->ws_floats = need;
+        }
+        m->ws_n = n;
+        m->ws_h = h;
+        m->ws_w = w;
+        m->ws_act = act;
+        m->ws_conv = (p.conv_ws + 15) & ~(size_t)15;
+        m->ws_se = (p.se_ws + 15) & ~(size_t)15;
+    }
+    model_refold(m, params, stats);
+    float *buf[3] = {m->ws, m->ws + m->ws_act, m->ws + 2 * m->ws_act};
+    float *cws = m->ws + 3 * m->ws_act, *sws = cws + m->ws_conv, *pooled = sws + m->ws_se;
+
+    int H = h, W = w, cur = 0;
+    run_conv(m, params, &m->stem, nt, n, &H, &W, x, buf[0], NULL, cws);
+    for (int b = 0; b < m->nblocks; b++) {
+        const block_def *bl = &m->blocks[b];
+        float *in = buf[cur], *t1 = buf[(cur + 1) % 3], *t2 = buf[(cur + 2) % 3];
+        const float *res = bl->residual ? in : NULL;
+        int oh = H, ow = W, next;
+        if (bl->fused) {
+            if (bl->ncb == 1) {
+                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, t1, res, cws);
+                next = (cur + 1) % 3;
+            } else {
+                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, t1, NULL, cws);
+                run_conv(m, params, &bl->cb[1], nt, n, &oh, &ow, t1, t2, res, cws);
+                next = (cur + 2) % 3;
+            }
+        } else {
+            const float *src = in;
+            int i = 0;
+            float *a = t1, *bb = t2;
+            if (bl->has_expand) {
+                run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, a, NULL, cws);
+                src = a;
+                a = t2;
+                bb = t1;
+            }
+            /* depthwise into a; SE from a into bb; project from bb into a */
+            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, a, NULL, cws);
+            const float *proj_in = a;
+            if (bl->se) {
+                k_se_fwd(nt, n, (long)oh * ow, bl->mid, bl->se, a, params + bl->se_w1, params + bl->se_b1,
+                         params + bl->se_w2, params + bl->se_b2, bb, NULL, NULL, NULL, sws);
+                proj_in = bb;
+            }
+            float *out = proj_in == a ? bb : a;
+            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, proj_in, out, res, cws);
+            next = out == t1 ? (cur + 1) % 3 : (cur + 2) % 3;
+        }
+        cur = next;
+        H = oh;
+        W = ow;
+    }
+    float *hb = buf[(cur + 1) % 3];
+    run_conv(m, params, &m->head, nt, n, &H, &W, buf[cur], hb, NULL, cws);
+    k_gap_fwd(nt, n, (long)H * W, m->arch.head, hb, pooled);
+    k_fc_fwd(nt, n, m->arch.head, m->classes, pooled, params + m->fc_w, params + m->fc_b, logits);
+    return ENV2_OK;
+}

@@ -1,0 +1,301 @@
+/* The training graph: forward in training mode storing what backward needs,
+ * and backward through every layer.  Activations live in one arena planned
+ * for the current (batch, height, width); a step allocates nothing once the
+ * arena fits. */
+#include <math.h>
+#include <string.h>
+
+#include "trainer.h"
+
+size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base);
+void graph_forward(env2_trainer *t, const float *params, int train_masks, int update_stats_later);
+void graph_backward(env2_trainer *t, const float *params);
+
+typedef struct planner {
+    env2_trainer *t;
+    float *base;
+    size_t off;
+    int count;
+} planner;
+
+/* Hands out 16-float-aligned slices; with base == NULL only counts. */
+static float *take(planner *p, size_t floats)
+{
+    float *r = p->base ? p->base + p->off : NULL;
+    p->off += (floats + 15) & ~(size_t)15;
+    return r;
+}
+
+static tnode *node(planner *p)
+{
+    env2_trainer *t = p->t;
+    tnode *nd = p->base && p->count < t->cap_nodes ? &t->nodes[p->count] : NULL;
+    p->count++;
+    if (nd) memset(nd, 0, sizeof *nd);
+    return nd;
+}
+
+static void plan_conv(planner *p, const convbn *c, int n, int *h, int *w, float **cur, size_t *maxact,
+                      size_t *maxws, int padding_same)
+{
+    k_conv_shape sh;
+    k_conv_shape_init(&sh, n, *h, *w, c->ci, c->co, c->k, c->stride, padding_same);
+    size_t out = (size_t)n * sh.ho * sh.wo * c->co;
+    tnode *nd = node(p);
+    float *z = take(p, out), *a = take(p, out), *mean = take(p, c->co), *rstd = take(p, c->co),
+          *varu = take(p, c->co);
+    if (nd) {
+        nd->type = N_CONV;
+        nd->cb = c;
+        nd->sh = sh;
+        nd->in = *cur;
+        nd->z = z;
+        nd->a = a;
+        nd->mean = mean;
+        nd->rstd = rstd;
+        nd->varu = varu;
+    }
+    if (out > *maxact) *maxact = out;
+    size_t in = (size_t)n * *h * *w * c->ci;
+    if (in > *maxact) *maxact = in;
+    if (c->kind == T_CONV) {
+        size_t ws = k_conv2d_workspace(&sh, 1);
+        if (ws > *maxws) *maxws = ws;
+    }
+    *h = sh.ho;
+    *w = sh.wo;
+    *cur = a;
+}
+
+/* Lays out the whole graph for (n, h, w) at base (or only sizes it when base
+ * is NULL) and returns the floats needed. */
+size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
+{
+    env2_model *m = t->m;
+    planner p = {t, base, 0, 0};
+    size_t maxact = 0, maxws = 0, maxse = 0;
+    int same = m->padding == ENV2_PAD_SAME;
+    float *xin = take(&p, (size_t)n * h * w * m->in_ch);
+    float *cur = xin;
+    plan_conv(&p, &m->stem, n, &h, &w, &cur, &maxact, &maxws, same);
+    for (int b = 0; b < m->nblocks; b++) {
+        const block_def *bl = &m->blocks[b];
+        float *bin = cur;
+        if (bl->residual) {
+            tnode *nd = node(&p);
+            if (nd) {
+                nd->type = N_BEGIN;
+                nd->bl = bl;
+                nd->block = b;
+                nd->count = (long)n * h * w * bl->in;
+            }
+        }
+        int i = 0;
+        if (!bl->fused && bl->has_expand) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, &maxact, &maxws, same);
+        plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, &maxact, &maxws, same);
+        if (!bl->fused && bl->se) {
+            tnode *nd = node(&p);
+            size_t sz = (size_t)n * h * w * bl->mid;
+            float *pooled = take(&p, (size_t)n * bl->mid), *hid = take(&p, (size_t)n * bl->se),
+                  *gate = take(&p, (size_t)n * bl->mid), *a = take(&p, sz);
+            if (nd) {
+                nd->type = N_SE;
+                nd->bl = bl;
+                nd->in = cur;
+                nd->a = a;
+                nd->pooled = pooled;
+                nd->hid = hid;
+                nd->gate = gate;
+            }
+            size_t s = k_se_scratch(n, bl->mid, bl->se);
+            if (s > maxse) maxse = s;
+            cur = a;
+        }
+        if (i < bl->ncb) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, &maxact, &maxws, same);
+        if (bl->residual) {
+            tnode *nd = node(&p);
+            size_t sz = (size_t)n * h * w * bl->out;
+            float *a = take(&p, sz), *mask = take(&p, (size_t)n);
+            if (nd) {
+                nd->type = N_RESID;
+                nd->bl = bl;
+                nd->block = b;
+                nd->in = bin;
+                nd->z = cur;
+                nd->a = a;
+                nd->mask = mask;
+                nd->count = (long)sz;
+            }
+            cur = a;
+        }
+    }
+    plan_conv(&p, &m->head, n, &h, &w, &cur, &maxact, &maxws, same);
+    int hd = m->arch.head, K = m->classes;
+    float *pooled = take(&p, (size_t)n * hd), *drop = take(&p, (size_t)n * hd), *mask = take(&p, (size_t)n * hd);
+    float *logits = take(&p, (size_t)n * K), *dlogits = take(&p, (size_t)n * K), *dpooled = take(&p, (size_t)n * hd);
+    float *soft = take(&p, (size_t)n * K);
+    float *g[4];
+    for (int i = 0; i < 4; i++) g[i] = take(&p, maxact);
+    float *tmp = take(&p, maxact);
+    float *cws = take(&p, maxws), *sws = take(&p, maxse);
+    if (base) {
+        t->nnodes = p.count;
+        t->xin = xin;
+        t->head_pooled = pooled;
+        t->head_drop = drop;
+        t->head_mask = mask;
+        t->logits = logits;
+        t->dlogits = dlogits;
+        t->dpooled = dpooled;
+        t->soft = soft;
+        for (int i = 0; i < 4; i++) t->gbuf[i] = g[i];
+        t->tmp = tmp;
+        t->conv_ws = cws;
+        t->se_ws = sws;
+    }
+    t->nnodes = p.count;
+    return p.off;
+}
+
+/* y = gamma * (z - mean) * rstd + beta: the BN output, recomputed in
+ * backward instead of stored (saves one activation per layer). */
+static void bn_apply(int nt, long rows, int C, const float *z, const float *gamma, const float *beta,
+                     const float *mean, const float *rstd, float *y)
+{
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (long r = 0; r < rows; r++) {
+        const float *zr = z + r * C;
+        float *yr = y + r * C;
+        for (int c = 0; c < C; c++) yr[c] = gamma[c] * (zr[c] - mean[c]) * rstd[c] + beta[c];
+    }
+}
+
+void graph_forward(env2_trainer *t, const float *params, int train_masks, int unused)
+{
+    (void)unused;
+    env2_model *m = t->m;
+    int nt = model_threads(m), n = t->n;
+    for (int i = 0; i < t->nnodes; i++) {
+        tnode *nd = &t->nodes[i];
+        switch (nd->type) {
+        case N_CONV: {
+            const convbn *c = nd->cb;
+            long rows = (long)n * nd->sh.ho * nd->sh.wo;
+            if (c->kind == T_DW) k_dwconv_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL);
+            else k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws);
+            k_bn_fwd_train(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, m->bn_eps, nd->a, nd->mean,
+                           nd->rstd, nd->varu);
+            if (c->act) k_silu_fwd(nt, rows * c->co, nd->a, nd->a);
+            break;
+        }
+        case N_SE: {
+            const block_def *bl = nd->bl;
+            long hw = (long)(nd - 1)->sh.ho * (nd - 1)->sh.wo;
+            k_se_fwd(nt, n, hw, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_b1, params + bl->se_w2,
+                     params + bl->se_b2, nd->a, nd->pooled, nd->hid, nd->gate, t->se_ws);
+            break;
+        }
+        case N_BEGIN:
+            break;
+        case N_RESID: {
+            const block_def *bl = nd->bl;
+            long per = nd->count / n;
+            float p = t->drop_path * bl->drop_rate;
+            int drop = train_masks && p > 0;
+            for (int s = 0; s < n; s++) {
+                float f = 1.0f;
+                if (drop) {
+                    uint64_t ctr = ((uint64_t)t->step * (uint64_t)m->nblocks + (uint64_t)nd->block) * 65536u + (uint64_t)s;
+                    float u = env2_rng_uniform(t->o.seed, ENV2_STREAM_DROPPATH, ctr);
+                    f = u < p ? 0.0f : 1.0f / (1.0f - p);
+                }
+                nd->mask[s] = f;
+            }
+            if (drop) {
+                k_scale_rows(nt, n, per, nd->z, nd->mask, nd->a);
+                k_add(nt, (long)n * per, nd->a, nd->in, nd->a);
+            } else {
+                k_add(nt, (long)n * per, nd->z, nd->in, nd->a);
+            }
+            break;
+        }
+        }
+    }
+    const tnode *last = &t->nodes[t->nnodes - 1];
+    int hd = m->arch.head;
+    k_gap_fwd(nt, n, (long)last->sh.ho * last->sh.wo, hd, last->a, t->head_pooled);
+    float p = train_masks ? t->dropout : 0.0f;
+    for (long i = 0; i < (long)n * hd; i++) {
+        float f = 1.0f;
+        if (p > 0) {
+            float u = env2_rng_uniform(t->o.seed, ENV2_STREAM_DROPOUT, (uint64_t)t->step * 4294967296ull + (uint64_t)i);
+            f = u < p ? 0.0f : 1.0f / (1.0f - p);
+        }
+        t->head_mask[i] = f;
+        t->head_drop[i] = t->head_pooled[i] * f;
+    }
+    k_fc_fwd(nt, n, hd, m->classes, t->head_drop, params + m->fc_w, params + m->fc_b, t->logits);
+}
+
+void graph_backward(env2_trainer *t, const float *params)
+{
+    env2_model *m = t->m;
+    int nt = model_threads(m), n = t->n, hd = m->arch.head;
+    float *G = t->gbuf[0], *G2 = t->gbuf[1], *S = t->gbuf[2], *T = t->gbuf[3], *T2 = t->tmp;
+    float *grads = t->grads;
+    k_fc_bwd(nt, n, hd, m->classes, t->head_drop, params + m->fc_w, t->dlogits, t->dpooled, grads + m->fc_w,
+             grads + m->fc_b);
+    for (long i = 0; i < (long)n * hd; i++) t->dpooled[i] *= t->head_mask[i];
+    const tnode *last = &t->nodes[t->nnodes - 1];
+    k_gap_bwd(nt, n, (long)last->sh.ho * last->sh.wo, hd, t->dpooled, G);
+    for (int i = t->nnodes - 1; i >= 0; i--) {
+        const tnode *nd = &t->nodes[i];
+        switch (nd->type) {
+        case N_CONV: {
+            const convbn *c = nd->cb;
+            long rows = (long)n * nd->sh.ho * nd->sh.wo;
+            const float *dy = G;
+            if (c->act) {
+                bn_apply(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, nd->mean, nd->rstd, T);
+                k_silu_bwd(nt, rows * c->co, T, G, T2);
+                dy = T2;
+            }
+            /* dz lands in T (the recomputed BN output is no longer needed) */
+            k_bn_bwd(nt, rows, c->co, nd->z, dy, params + c->gamma, nd->mean, nd->rstd, T, grads + c->gamma,
+                     grads + c->beta);
+            if (c->kind == T_DW) {
+                k_dwconv_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w);
+                if (i > 0) k_dwconv_bwd_data(nt, &nd->sh, T, params + c->w, G2);
+            } else {
+                k_conv2d_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w, t->conv_ws);
+                if (i > 0) k_conv2d_bwd_data(nt, &nd->sh, T, params + c->w, G2, t->conv_ws);
+            }
+            float *sw = G;
+            G = G2;
+            G2 = sw;
+            break;
+        }
+        case N_SE: {
+            const block_def *bl = nd->bl;
+            long hw = (long)(nd - 1)->sh.ho * (nd - 1)->sh.wo;
+            k_se_bwd(nt, n, hw, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_w2, nd->pooled, nd->hid,
+                     nd->gate, G, G2, grads + bl->se_w1, grads + bl->se_b1, grads + bl->se_w2, grads + bl->se_b2,
+                     t->se_ws);
+            float *sw = G;
+            G = G2;
+            G2 = sw;
+            break;
+        }
+        case N_RESID: {
+            long per = nd->count / n;
+            memcpy(S, G, (size_t)n * per * sizeof(float));
+            k_scale_rows(nt, n, per, G, nd->mask, G);
+            break;
+        }
+        case N_BEGIN: {
+            k_add(nt, nd->count, G, S, G);
+            break;
+        }
+        }
+    }
+}

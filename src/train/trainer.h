@@ -1,0 +1,52 @@
+/* Trainer internals shared between the training graph and the API. */
+#ifndef ENV2_TRAINER_H
+#define ENV2_TRAINER_H
+
+#include "model/model.h"
+
+enum { N_CONV = 0, N_SE, N_BEGIN, N_RESID };
+
+/* One step of the training graph in execution order.  Pointers are into the
+ * trainer's arena; they are recomputed when (n, h, w) changes. */
+typedef struct tnode {
+    int type;
+    const convbn *cb;
+    const block_def *bl;
+    int block;
+    k_conv_shape sh;
+    float *in;          /* conv/SE input; RESID: the block input (skip) */
+    float *z;           /* conv output before BN; RESID: the branch output */
+    float *a;           /* output of the node */
+    float *mean, *rstd, *varu; /* BN batch statistics [co] */
+    float *pooled, *hid, *gate; /* SE */
+    float *mask;        /* RESID: per-sample drop-path factor [n] */
+    long count;         /* BEGIN/RESID: elements of the block input/output */
+} tnode;
+
+struct env2_trainer {
+    env2_model *m;
+    env2_trainer_options o;
+    float lr, dropout, drop_path, smoothing, wd;
+    int64_t step;
+
+    float *grads, *s1, *s2;     /* gradients and optimizer state, param layout */
+    float *ema_p, *ema_s;       /* EMA copies of params and stats */
+    unsigned char *decay;       /* per tensor: weight decay applies */
+
+    /* training workspace for the current (n, h, w) */
+    int n, h, w;
+    tnode *nodes;
+    int nnodes, cap_nodes;
+    float *arena;
+    size_t arena_floats;
+    float *gbuf[4];             /* gradient ping-pong, skip stash, BN temp */
+    float *tmp;                 /* second BN temp */
+    float *conv_ws, *se_ws;
+    float *xin;                 /* NHWC input copy */
+    float *head_pooled, *head_drop, *head_mask, *logits, *dlogits, *dpooled;
+    float *soft;                /* targets row buffer */
+
+    env2_err err;
+};
+
+#endif
