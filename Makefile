@@ -60,7 +60,7 @@ TESTS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all lib test clean install uninstall sanitize check-torch bench demo abi-check fixtures examples
+.PHONY: all lib test clean install uninstall sanitize check-torch bench demo abi-check abi-update fixtures examples
 all: lib $(ENV2BIN) env2 examples
 
 lib: $(STATIC) $(SHARED)
@@ -82,7 +82,7 @@ $(STATIC): $(OBJS)
 	ar rcs $@ $^
 
 $(SHARED): $(OBJS)
-	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
 
 $(ENV2BIN): $(TOOL_SRCS) $(STATIC) $(wildcard tools/*.h)
 	$(CC) $(ALL_CFLAGS) -o $@ $(TOOL_SRCS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
@@ -98,7 +98,7 @@ $(BUILD)/test/%: test/%.c test/harness.h $(STATIC)
 
 # Every test program prints "N passed, N failed" last; run_tests.sh sums them.
 test: all $(TESTS)
-	@sh test/run_tests.sh $(BUILD) $(TESTS)
+	@sh test/run_tests.sh $(BUILD) $(TESTS) test/test_install.sh
 
 sanitize:
 	$(MAKE) test SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" OPT=-O1
@@ -125,8 +125,13 @@ uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/efficientnetv2.h $(DESTDIR)$(LIBDIR)/libefficientnetv2.* $(DESTDIR)$(BINDIR)/env2 \
 	      $(DESTDIR)$(PCDIR)/efficientnetv2.pc
 
-abi-check: lib
-	@sh test/abi_check.sh lib/libefficientnetv2.so.$(VERSION) lib/efficientnetv2.sym
+# exported symbols, soname, pkg-config, C/C++/ctypes use of the installed library
+abi-check: all
+	@sh test/test_install.sh
+
+# regenerates the list of exported symbols after an intended API addition
+abi-update: lib
+	nm -D --defined-only lib/libefficientnetv2.so.$(VERSION) | awk '{print $$3}' | grep '^env2_' | sort > lib/efficientnetv2.sym
 
 clean:
 	rm -rf build lib/libefficientnetv2.* env2

@@ -60,7 +60,7 @@ ENV2_API const char *env2_status_string(env2_status s)
 
 ENV2_API const char *env2_last_error(void) { return env2_tls_err()->msg; }
 
-ENV2_API void env2_free(void *p) { free(p); }
+
 
 ENV2_API void env2_model_options_init(env2_model_options *o)
 {

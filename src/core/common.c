@@ -33,8 +33,16 @@ env2_status env2_err_prefix(env2_err *e, env2_status code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(prefix, sizeof prefix, fmt, ap);
         va_end(ap);
+        size_t pl = strlen(prefix);
         memcpy(old, e->msg, sizeof old);
-        snprintf(e->msg, sizeof e->msg, "%s: %s", prefix, old);
+        if (pl > sizeof e->msg - 3) pl = sizeof e->msg - 3;
+        memcpy(e->msg, prefix, pl);
+        e->msg[pl] = ':';
+        e->msg[pl + 1] = ' ';
+        size_t rest = sizeof e->msg - pl - 3, ol = strlen(old);
+        if (ol > rest) ol = rest;
+        memcpy(e->msg + pl + 2, old, ol);
+        e->msg[pl + 2 + ol] = '\0';
     }
     return code;
 }
@@ -70,7 +78,7 @@ void *env2_realloc(void *p, size_t bytes)
     return realloc(p, bytes ? bytes : 1);
 }
 
-void env2_free(void *p) { free(p); }
+ENV2_API void env2_free(void *p) { free(p); }
 
 void *env2_aligned_alloc(size_t bytes)
 {

@@ -1,0 +1,254 @@
+/* Trainer: learning, determinism across threads, checkpoint/resume giving
+ * bit-identical weights, atomic failure on bad input, schedules and EMA. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "efficientnetv2.h"
+#include "harness.h"
+
+static const char *ARCH = "r1_k3_s1_e1_i16_o16_c1 r1_k3_s2_e4_i16_o24_c1 r2_k3_s2_e4_i24_o32_se0.25";
+enum { N = 6, S = 16, K = 4 };
+
+static env2_model *mk(int threads)
+{
+    env2_model_options o;
+    env2_model_options_init(&o);
+    o.num_classes = K;
+    o.in_channels = 1;
+    o.head_channels = 32;
+    o.seed = 11;
+    o.num_threads = threads;
+    o.drop_path_rate = 0.3f; /* exercise stochastic depth */
+    o.dropout = 0.2f;
+    env2_model *m = NULL;
+    env2_model_create(&m, ARCH, &o);
+    return m;
+}
+
+static env2_trainer *mkt(env2_model *m, int opt, float ema)
+{
+    env2_trainer_options o;
+    env2_trainer_options_init(&o);
+    o.optimizer = opt;
+    o.lr = opt == ENV2_OPT_SGD ? 0.05f : (opt == ENV2_OPT_ADAMW ? 3e-3f : 3e-3f);
+    o.lr_schedule = ENV2_LR_CONSTANT;
+    o.ema_decay = ema;
+    o.seed = 5;
+    o.clip_grad_norm = 5.0f;
+    env2_trainer *t = NULL;
+    env2_trainer_create(&t, m, &o);
+    return t;
+}
+
+/* class k = a stripe orientation/frequency pattern, with per-sample phase */
+static void batch(int step, int size, float *x, int32_t *y)
+{
+    for (int i = 0; i < N; i++) {
+        int k = (i + step) % K;
+        float ph = (float)((step * 7 + i * 3) % 5);
+        for (int r = 0; r < size; r++)
+            for (int c = 0; c < size; c++) {
+                float v = k == 0 ? sinf(0.8f * r + ph) : k == 1 ? sinf(0.8f * c + ph) : k == 2 ? sinf(0.5f * (r + c) + ph)
+                                                                                                : sinf(0.5f * (r - c) + ph);
+                x[(size_t)i * size * size + r * size + c] = v;
+            }
+        y[i] = k;
+    }
+}
+
+static void get_weights(env2_model *m, float **w, size_t *len)
+{
+    void *buf = NULL;
+    env2_model_save_memory(m, &buf, len);
+    *w = buf;
+}
+
+static int run(env2_trainer *t, int from, int to, float *last_loss)
+{
+    float x[N * 24 * 24];
+    int32_t y[N];
+    for (int s = from; s < to; s++) {
+        int size = s % 3 == 2 ? 24 : S; /* size changes between steps */
+        batch(s, size, x, y);
+        float loss;
+        if (env2_train_step(t, x, N, size, size, ENV2_LAYOUT_NCHW, y, NULL, &loss, NULL) != ENV2_OK) return -1;
+        if (last_loss) *last_loss = loss;
+    }
+    return 0;
+}
+
+static void check_learning(void)
+{
+    static const int opts[3] = {ENV2_OPT_SGD, ENV2_OPT_RMSPROP_TF, ENV2_OPT_ADAMW};
+    for (int o = 0; o < 3; o++) {
+        env2_model *m = mk(2);
+        env2_trainer *t = mkt(m, opts[o], 0);
+        float first = 0, last = 0;
+        CHECK_EQ_INT(run(t, 0, 1, &first), 0);
+        CHECK_EQ_INT(run(t, 1, 40, &last), 0);
+        CHECK_MSG(last < 0.6f * first, "optimizer %d: loss %g -> %g did not fall", opts[o], first, last);
+        CHECK_EQ_INT(env2_trainer_step_count(t), 40);
+        env2_trainer_destroy(t);
+        env2_model_destroy(m);
+    }
+}
+
+static void check_determinism_and_resume(void)
+{
+    float *w1, *w2, *w3;
+    size_t l1, l2, l3;
+    env2_model *m1 = mk(1), *m2 = mk(2), *m3 = mk(2);
+    env2_trainer *t1 = mkt(m1, ENV2_OPT_RMSPROP_TF, 0.9f), *t2 = mkt(m2, ENV2_OPT_RMSPROP_TF, 0.9f);
+    CHECK_EQ_INT(run(t1, 0, 8, NULL), 0);
+    CHECK_EQ_INT(run(t2, 0, 4, NULL), 0);
+    char path[] = "/tmp/env2_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    CHECK_EQ_INT(env2_trainer_save(t2, path, "{\"epoch\": 3}"), ENV2_OK);
+    env2_trainer *t3 = mkt(m3, ENV2_OPT_RMSPROP_TF, 0.9f);
+    char user[64];
+    CHECK_EQ_INT(env2_trainer_resume(t3, path, user, sizeof user), ENV2_OK);
+    CHECK(strcmp(user, "{\"epoch\": 3}") == 0);
+    CHECK_EQ_INT(env2_trainer_step_count(t3), 4);
+    CHECK_EQ_INT(run(t3, 4, 8, NULL), 0);
+    CHECK_EQ_INT(run(t2, 4, 8, NULL), 0);
+    get_weights(m1, &w1, &l1);
+    get_weights(m2, &w2, &l2);
+    get_weights(m3, &w3, &l3);
+    /* 1 thread vs 2 threads, and straight vs save/resume: bit-identical */
+    CHECK(l1 == l2 && memcmp(w1, w2, l1) == 0);
+    CHECK(l1 == l3 && memcmp(w1, w3, l1) == 0);
+    /* EMA evaluation differs from live weights but is deterministic too */
+    float x[N * S * S], a[N * K], b[N * K], c[N * K];
+    int32_t y[N];
+    batch(99, S, x, y);
+    CHECK_EQ_INT(env2_trainer_evaluate(t1, x, N, S, S, ENV2_LAYOUT_NCHW, 1, a), ENV2_OK);
+    CHECK_EQ_INT(env2_trainer_evaluate(t3, x, N, S, S, ENV2_LAYOUT_NCHW, 1, b), ENV2_OK);
+    CHECK_EQ_INT(env2_trainer_evaluate(t3, x, N, S, S, ENV2_LAYOUT_NCHW, 0, c), ENV2_OK);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(a, c, sizeof a) != 0);
+    /* a resume into a mismatched trainer is refused and changes nothing */
+    env2_model *m4 = mk(1);
+    env2_trainer *t4 = mkt(m4, ENV2_OPT_SGD, 0.9f);
+    float *w4a, *w4b;
+    size_t l4a, l4b;
+    get_weights(m4, &w4a, &l4a);
+    CHECK_EQ_INT(env2_trainer_resume(t4, path, NULL, 0), ENV2_E_VERSION);
+    CHECK(strstr(env2_last_error(), "optimizer") != NULL);
+    CHECK_EQ_INT(env2_trainer_resume(t4, "/nonexistent/ckpt", NULL, 0), ENV2_E_IO);
+    get_weights(m4, &w4b, &l4b);
+    CHECK(l4a == l4b && memcmp(w4a, w4b, l4a) == 0);
+    remove(path);
+    env2_free(w1);
+    env2_free(w2);
+    env2_free(w3);
+    env2_free(w4a);
+    env2_free(w4b);
+    env2_trainer_destroy(t1);
+    env2_trainer_destroy(t2);
+    env2_trainer_destroy(t3);
+    env2_trainer_destroy(t4);
+    env2_model_destroy(m1);
+    env2_model_destroy(m2);
+    env2_model_destroy(m3);
+    env2_model_destroy(m4);
+}
+
+static void check_bad_input(void)
+{
+    env2_model *m = mk(2);
+    env2_trainer *t = mkt(m, ENV2_OPT_ADAMW, 0.99f);
+    float x[N * S * S], tg[N * K];
+    int32_t y[N];
+    batch(0, S, x, y);
+    CHECK_EQ_INT(run(t, 0, 2, NULL), 0);
+    float *before, *after;
+    size_t lb, la;
+    get_weights(m, &before, &lb);
+    y[2] = K;
+    CHECK_EQ_INT(env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, y, NULL, NULL, NULL), ENV2_E_INVALID_ARG);
+    CHECK(strstr(env2_last_error(), "label") != NULL);
+    y[2] = -1;
+    CHECK_EQ_INT(env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, y, NULL, NULL, NULL), ENV2_E_INVALID_ARG);
+    y[2] = 0;
+    x[17] = NAN;
+    CHECK_EQ_INT(env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, y, NULL, NULL, NULL), ENV2_E_NUMERIC);
+    x[17] = INFINITY;
+    CHECK_EQ_INT(env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, y, NULL, NULL, NULL), ENV2_E_NUMERIC);
+    x[17] = 0;
+    for (int i = 0; i < N * K; i++) tg[i] = 0.3f;
+    CHECK_EQ_INT(env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, NULL, tg, NULL, NULL), ENV2_E_INVALID_ARG);
+    CHECK(strstr(env2_last_error(), "sum") != NULL);
+    CHECK_EQ_INT(env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, y, tg, NULL, NULL), ENV2_E_INVALID_ARG);
+    CHECK_EQ_INT(env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, NULL, NULL, NULL, NULL), ENV2_E_INVALID_ARG);
+    CHECK_EQ_INT(env2_train_step(t, x, 1, S, S, ENV2_LAYOUT_NCHW, y, NULL, NULL, NULL), ENV2_E_INVALID_ARG);
+    CHECK_EQ_INT(env2_train_step(t, x, N, 0, S, ENV2_LAYOUT_NCHW, y, NULL, NULL, NULL), ENV2_E_INVALID_ARG);
+    /* out-of-range parameters are refused */
+    CHECK_EQ_INT(env2_trainer_set_param(t, ENV2_PARAM_LR, 1e30), ENV2_E_INVALID_ARG);
+    CHECK_EQ_INT(env2_trainer_set_param(t, ENV2_PARAM_DROPOUT, 1.0), ENV2_E_INVALID_ARG);
+    CHECK_EQ_INT(env2_trainer_set_param(t, (env2_train_param)42, 0.1), ENV2_E_INVALID_ARG);
+    CHECK_EQ_INT(env2_trainer_step_count(t), 2);
+    get_weights(m, &after, &la);
+    CHECK(lb == la && memcmp(before, after, lb) == 0);
+    /* soft targets work */
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < K; k++) tg[i * K + k] = k == y[i] ? 0.7f : 0.1f;
+    int32_t correct = -1;
+    float loss = 0;
+    CHECK_EQ_INT(env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, NULL, tg, &loss, &correct), ENV2_OK);
+    CHECK(loss > 0 && correct >= 0 && correct <= N);
+    size_t ws = 0, fixed = 0, ws2 = 0;
+    CHECK_EQ_INT(env2_trainer_memory_needed(t, N, S, S, &ws, &fixed), ENV2_OK);
+    CHECK_EQ_INT(env2_trainer_memory_needed(t, 2 * N, S, S, &ws2, NULL), ENV2_OK);
+    CHECK(ws > 0 && ws2 > ws && fixed >= 4 * sizeof(float) * (size_t)env2_model_num_params(m));
+    double v = 0;
+    CHECK_EQ_INT(env2_trainer_set_param(t, ENV2_PARAM_DROPOUT, 0.25), ENV2_OK);
+    CHECK_EQ_INT(env2_trainer_get_param(t, ENV2_PARAM_DROPOUT, &v), ENV2_OK);
+    CHECK_NEAR(v, 0.25, 1e-7);
+    env2_free(before);
+    env2_free(after);
+    env2_trainer_destroy(t);
+    env2_trainer_destroy(NULL);
+    env2_model_destroy(m);
+}
+
+static void check_lr_schedule(void)
+{
+    env2_model *m = mk(1);
+    env2_trainer_options o;
+    env2_trainer_options_init(&o);
+    o.lr = 0.256f;
+    o.warmup_steps = 4;
+    o.lr_schedule = ENV2_LR_EXPONENTIAL;
+    o.decay_steps = 2.4f;
+    o.decay_rate = 0.97f;
+    env2_trainer *t = NULL;
+    CHECK_EQ_INT(env2_trainer_create(&t, m, &o), ENV2_OK);
+    CHECK_NEAR(env2_trainer_current_lr(t), 0.256 * 1 / 4, 1e-7);
+    CHECK_EQ_INT(run(t, 0, 5, NULL), 0);
+    /* step 5: 0.256 * 0.97^floor(5/2.4) = 0.256 * 0.97^2 */
+    CHECK_NEAR(env2_trainer_current_lr(t), 0.256 * 0.97 * 0.97, 1e-6);
+    env2_trainer_destroy(t);
+    o.lr_schedule = ENV2_LR_COSINE;
+    o.total_steps = 0;
+    CHECK_EQ_INT(env2_trainer_create(&t, m, &o), ENV2_E_INVALID_ARG);
+    o.total_steps = 10;
+    o.warmup_steps = 0;
+    CHECK_EQ_INT(env2_trainer_create(&t, m, &o), ENV2_OK);
+    CHECK_NEAR(env2_trainer_current_lr(t), 0.256, 1e-7);
+    CHECK_EQ_INT(run(t, 0, 5, NULL), 0);
+    CHECK_NEAR(env2_trainer_current_lr(t), 0.128, 1e-6);
+    env2_trainer_destroy(t);
+    env2_model_destroy(m);
+}
+
+int main(void)
+{
+    check_learning();
+    check_determinism_and_resume();
+    check_bad_input();
+    check_lr_schedule();
+    return test_summary();
+}
