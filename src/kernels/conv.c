@@ -1,0 +1,397 @@
+/* Dense convolution (groups = 1) on NHWC activations and HWIO weights,
+ * lowered to GEMM.
+ *
+ *  forward      y[rows][co] = col[rows][kh*kw*ci] * w[kh*kw*ci][co]
+ *               1x1 stride 1: col is x itself.  Otherwise the GEMM gathers
+ *               its A panels straight from x (implicit im2col), so the
+ *               forward pass needs no workspace.
+ *  backward     stride 1: a forward convolution of dy with the flipped,
+ *  data         transposed kernel (implicit im2col again, dx written once).
+ *               Other strides: dcol = dy * w^T by chunks of output lines,
+ *               then col2im adds dcol into dx, each thread owning whole
+ *               input lines.
+ *  backward     dw += col^T * dy by the same chunks, in chunk order.
+ *  weight
+ *
+ * Chunks are whole output lines (n, oh) sized from the shape only, so every
+ * sum is formed in the same order for any thread count. */
+#include "kernels_internal.h"
+
+#include <string.h>
+
+#include "common.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Upper bound of a dcol / col chunk (floats): 2 MiB keeps it in L2/L3
+ * between being written and read. */
+#define CHUNK_FLOATS (512L * 1024)
+
+void k_conv_shape_init(k_conv_shape *s, int n, int h, int w, int ci, int co, int k, int stride, int same_pad)
+{
+    s->n = n;
+    s->h = h;
+    s->w = w;
+    s->ci = ci;
+    s->co = co;
+    s->kh = k;
+    s->kw = k;
+    s->stride = stride;
+    if (same_pad) {
+        int th, tw;
+        s->ho = (h + stride - 1) / stride;
+        s->wo = (w + stride - 1) / stride;
+        th = (s->ho - 1) * stride + k - h;
+        tw = (s->wo - 1) * stride + k - w;
+        s->pad_t = th > 0 ? th / 2 : 0;
+        s->pad_l = tw > 0 ? tw / 2 : 0;
+    } else {
+        int pad = (k - 1) / 2, nh = h + 2 * pad - k, nw = w + 2 * pad - k;
+        s->pad_t = pad;
+        s->pad_l = pad;
+        s->ho = nh < 0 ? 0 : nh / stride + 1;
+        s->wo = nw < 0 ? 0 : nw / stride + 1;
+    }
+}
+
+static int is_pointwise(const k_conv_shape *s)
+{
+    return s->kh == 1 && s->kw == 1 && s->stride == 1 && s->pad_t == 0 && s->pad_l == 0 && s->ho == s->h &&
+           s->wo == s->w;
+}
+
+static long chunk_lines(const k_conv_shape *s)
+{
+    long per_line = (long)s->wo * s->kh * s->kw * s->ci, total = (long)s->n * s->ho;
+    long l = per_line > 0 ? CHUNK_FLOATS / per_line : total;
+    if (l < 1) l = 1;
+    return l < total ? l : total;
+}
+
+size_t k_conv2d_workspace(const k_conv_shape *s, int nt)
+{
+    (void)nt;
+    if (is_pointwise(s)) return 0;
+    size_t K = (size_t)s->kh * s->kw * s->ci, chunk = (size_t)chunk_lines(s) * (size_t)s->wo * K;
+    size_t flipped = s->stride == 1 ? K * (size_t)s->co : 0;
+    return chunk > flipped ? chunk : flipped;
+}
+
+/* ---- im2col gather ------------------------------------------------------------
+ * Row i of col is output pixel (n, oh, ow); column k is (kh, kw, c).  For one
+ * kernel row kh the kw*ci columns are consecutive pixels of one input line, so
+ * away from the borders they are a single contiguous run of x. */
+typedef struct col_src {
+    const k_conv_shape *s;
+    const float *x;
+} col_src;
+
+static void gather_row(const k_conv_shape *s, const float *x, long i, long pc, long kc, float *dst)
+{
+    const int ci = s->ci, KW = s->kw, run = KW * ci;
+    long ow = i % s->wo, t = i / s->wo;
+    long oh = t % s->ho, nn = t / s->ho;
+    long ih0 = oh * s->stride - s->pad_t, iw0 = ow * s->stride - s->pad_l;
+    const int inner = iw0 >= 0 && iw0 + KW <= s->w;
+    long k = pc, end = pc + kc;
+    while (k < end) {
+        long kh = k / run, q = k - kh * run;
+        long len = run - q < end - k ? run - q : end - k;
+        long ih = ih0 + kh;
+        float *d = dst + (k - pc);
+        if (ih < 0 || ih >= s->h) {
+            memset(d, 0, (size_t)len * sizeof(float));
+        } else {
+            const float *line = x + ((nn * s->h + ih) * s->w) * ci;
+            if (inner) {
+                memcpy(d, line + iw0 * ci + q, (size_t)len * sizeof(float));
+            } else {
+                /* A border pixel: split the run per tap. */
+                long kk = 0;
+                while (kk < len) {
+                    long tap = (q + kk) / ci, c = (q + kk) - tap * ci;
+                    long l2 = ci - c < len - kk ? ci - c : len - kk;
+                    long iw = iw0 + tap;
+                    if (iw < 0 || iw >= s->w) memset(d + kk, 0, (size_t)l2 * sizeof(float));
+                    else memcpy(d + kk, line + iw * ci + c, (size_t)l2 * sizeof(float));
+                    kk += l2;
+                }
+            }
+        }
+        k += len;
+    }
+}
+
+static void gather_panel(const void *ctx, long i0, int mr, long pc, long kc, float *dst)
+{
+    const col_src *cs = ctx;
+    for (int r = 0; r < mr; r++) gather_row(cs->s, cs->x, i0 + r, pc, kc, dst + r * kc);
+}
+
+/* col rows [r0, r0 + R) into col[R][kh*kw*ci]. */
+static void im2col_rows(int nt, const k_conv_shape *s, const float *x, long r0, long R, float *col)
+{
+    (void)nt; /* unused without OpenMP */
+    const long K = (long)s->kh * s->kw * s->ci;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int nth = 1, tid = 0;
+#ifdef _OPENMP
+        nth = omp_get_num_threads();
+        tid = omp_get_thread_num();
+#endif
+        long lo, hi;
+        env2_range(R, tid, nth, &lo, &hi);
+        for (long r = lo; r < hi; r++) gather_row(s, x, r0 + r, 0, K, col + r * K);
+    }
+}
+
+void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                  float *ws)
+{
+    (void)ws;
+    const long rows = (long)s->n * s->ho * s->wo;
+    if (rows <= 0 || s->co <= 0) return;
+    if (is_pointwise(s)) {
+        k_sgemm(nt, 0, 0, rows, s->co, s->ci, 1.0f, x, s->ci, w, s->co, 0.0f, y, s->co, ep);
+        return;
+    }
+    col_src src = {s, x};
+    k_sgemm_packa(nt, rows, s->co, (long)s->kh * s->kw * s->ci, gather_panel, &src, w, s->co, 0.0f, y, s->co, ep);
+}
+
+/* ---- backward data ---------------------------------------------------------- */
+
+/* Input lines (n, ih) that output lines [l0, l1) touch, as a count and an
+ * enumeration, so that threads can split them. */
+static void touched_ih(const k_conv_shape *s, long n, long l0, long l1, long *ih_lo, long *ih_hi)
+{
+    long a = l0 - n * s->ho, b = l1 - n * s->ho; /* oh range of image n */
+    if (a < 0) a = 0;
+    if (b > s->ho) b = s->ho;
+    if (a >= b) {
+        *ih_lo = *ih_hi = 0;
+        return;
+    }
+    long lo = a * s->stride - s->pad_t, hi = (b - 1) * s->stride - s->pad_t + s->kh;
+    if (lo < 0) lo = 0;
+    if (hi > s->h) hi = s->h;
+    *ih_lo = lo;
+    *ih_hi = hi > lo ? hi : lo;
+}
+
+/* dx[n][ih][:][:] += contributions of dcol rows of lines [l0, l1). */
+static void col2im_line(const k_conv_shape *s, const float *dcol, long l0, long l1, long n, long ih, float *dx)
+{
+    const int ci = s->ci, KW = s->kw, st = s->stride;
+    const long K = (long)s->kh * KW * ci;
+    float *dline = dx + (n * s->h + ih) * (long)s->w * ci;
+    for (int kh = 0; kh < s->kh; kh++) {
+        long num = ih + s->pad_t - kh;
+        if (num < 0 || num % st) continue;
+        long oh = num / st;
+        if (oh >= s->ho) continue;
+        long line = n * s->ho + oh;
+        if (line < l0 || line >= l1) continue;
+        const float *drow = dcol + (line - l0) * s->wo * K + (long)kh * KW * ci;
+        for (long iw = 0; iw < s->w; iw++) {
+            float *d = dline + iw * ci;
+            for (int kw = 0; kw < KW; kw++) {
+                long num2 = iw + s->pad_l - kw;
+                if (num2 < 0 || num2 % st) continue;
+                long ow = num2 / st;
+                if (ow >= s->wo) continue;
+                const float *src = drow + ow * K + (long)kw * ci;
+                for (int c = 0; c < ci; c++) d[c] += src[c];
+            }
+        }
+    }
+}
+
+static void col2im_chunk(int nt, const k_conv_shape *s, const float *dcol, long l0, long l1, float *dx)
+{
+    (void)nt; /* unused without OpenMP */
+    const long n0 = l0 / s->ho, n1 = (l1 - 1) / s->ho + 1;
+    long total = 0;
+    for (long n = n0; n < n1; n++) {
+        long a, b;
+        touched_ih(s, n, l0, l1, &a, &b);
+        total += b - a;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int nth = 1, tid = 0;
+#ifdef _OPENMP
+        nth = omp_get_num_threads();
+        tid = omp_get_thread_num();
+#endif
+        long lo, hi, idx = 0;
+        env2_range(total, tid, nth, &lo, &hi);
+        for (long n = n0; n < n1 && idx < hi; n++) {
+            long a, b;
+            touched_ih(s, n, l0, l1, &a, &b);
+            for (long ih = a; ih < b; ih++, idx++)
+                if (idx >= lo && idx < hi) col2im_line(s, dcol, l0, l1, n, ih, dx);
+        }
+    }
+}
+
+static void zero_floats(int nt, float *p, long n)
+{
+    (void)nt; /* unused without OpenMP */
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int nth = 1, tid = 0;
+#ifdef _OPENMP
+        nth = omp_get_num_threads();
+        tid = omp_get_thread_num();
+#endif
+        long lo, hi;
+        env2_range(n, tid, nth, &lo, &hi);
+        if (hi > lo) memset(p + lo, 0, (size_t)(hi - lo) * sizeof(float));
+    }
+}
+
+void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws)
+{
+    const long rows = (long)s->n * s->ho * s->wo, K = (long)s->kh * s->kw * s->ci;
+    if (is_pointwise(s)) {
+        k_sgemm(nt, 0, 1, rows, s->ci, s->co, 1.0f, dy, s->co, w, s->co, 0.0f, dx, s->ci, NULL);
+        return;
+    }
+    if (s->stride == 1) {
+        /* dx[ih] = sum_kh dy[ih + pad_t - kh] w[kh] = sum_kh' dy[ih - (KH-1-pad_t) + kh'] w[KH-1-kh']:
+         * a forward convolution of dy (ci' = co, co' = ci) with padding KH-1-pad_t. */
+        const long taps = (long)s->kh * s->kw, ci = s->ci, co = s->co;
+        for (long t = 0; t < taps; t++) {
+            const float *src = w + (taps - 1 - t) * ci * co;
+            float *dst = ws + t * co * ci;
+            for (long c = 0; c < ci; c++)
+                for (long o = 0; o < co; o++) dst[o * ci + c] = src[c * co + o];
+        }
+        k_conv_shape ts = *s;
+        ts.h = s->ho;
+        ts.w = s->wo;
+        ts.ci = s->co;
+        ts.co = s->ci;
+        ts.pad_t = s->kh - 1 - s->pad_t;
+        ts.pad_l = s->kw - 1 - s->pad_l;
+        ts.ho = s->h;
+        ts.wo = s->w;
+        const long drows = (long)s->n * s->h * s->w;
+        if (drows <= 0 || ci <= 0) return;
+        col_src src = {&ts, dy};
+        k_sgemm_packa(nt, drows, ci, taps * co, gather_panel, &src, ws, ci, 0.0f, dx, ci, NULL);
+        return;
+    }
+    zero_floats(nt, dx, (long)s->n * s->h * s->w * s->ci);
+    if (rows <= 0) return;
+    const long L = chunk_lines(s), lines = (long)s->n * s->ho;
+    for (long l0 = 0; l0 < lines; l0 += L) {
+        long l1 = l0 + L < lines ? l0 + L : lines;
+        k_sgemm(nt, 0, 1, (l1 - l0) * s->wo, K, s->co, 1.0f, dy + l0 * s->wo * s->co, s->co, w, s->co, 0.0f, ws, K,
+                NULL);
+        col2im_chunk(nt, s, ws, l0, l1, dx);
+    }
+}
+
+void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws)
+{
+    const long rows = (long)s->n * s->ho * s->wo, K = (long)s->kh * s->kw * s->ci;
+    if (rows <= 0) return;
+    if (is_pointwise(s)) {
+        k_sgemm(nt, 1, 0, s->ci, s->co, rows, 1.0f, x, s->ci, dy, s->co, 1.0f, dw, s->co, NULL);
+        return;
+    }
+    const long L = chunk_lines(s), lines = (long)s->n * s->ho;
+    for (long l0 = 0; l0 < lines; l0 += L) {
+        long l1 = l0 + L < lines ? l0 + L : lines, R = (l1 - l0) * s->wo;
+        im2col_rows(nt, s, x, l0 * s->wo, R, ws);
+        k_sgemm(nt, 1, 0, K, s->co, R, 1.0f, ws, K, dy + l0 * s->wo * s->co, s->co, 1.0f, dw, s->co, NULL);
+    }
+}
+
+/* ---- references ------------------------------------------------------------------ */
+
+void k_conv2d_fwd_ref(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
+{
+    for (long n = 0; n < s->n; n++)
+        for (long oh = 0; oh < s->ho; oh++)
+            for (long ow = 0; ow < s->wo; ow++) {
+                long row = (n * s->ho + oh) * s->wo + ow;
+                for (long o = 0; o < s->co; o++) {
+                    double acc = 0;
+                    for (long kh = 0; kh < s->kh; kh++) {
+                        long ih = oh * s->stride - s->pad_t + kh;
+                        if (ih < 0 || ih >= s->h) continue;
+                        for (long kw = 0; kw < s->kw; kw++) {
+                            long iw = ow * s->stride - s->pad_l + kw;
+                            if (iw < 0 || iw >= s->w) continue;
+                            const float *xp = x + ((n * s->h + ih) * s->w + iw) * s->ci;
+                            const float *wp = w + ((kh * s->kw + kw) * s->ci) * s->co + o;
+                            for (long c = 0; c < s->ci; c++) acc += (double)xp[c] * (double)wp[c * s->co];
+                        }
+                    }
+                    float v = (float)acc;
+                    if (ep)
+                        v = k_epilogue_scalar(v, ep->scale ? ep->scale[o] : 1.0f, ep->bias ? ep->bias[o] : 0.0f,
+                                              ep->act, ep->residual ? ep->residual[row * ep->ldr + o] : 0.0f);
+                    y[row * s->co + o] = v;
+                }
+            }
+}
+
+void k_conv2d_bwd_data_ref(const k_conv_shape *s, const float *dy, const float *w, float *dx)
+{
+    for (long n = 0; n < s->n; n++)
+        for (long ih = 0; ih < s->h; ih++)
+            for (long iw = 0; iw < s->w; iw++)
+                for (long c = 0; c < s->ci; c++) {
+                    double acc = 0;
+                    for (long kh = 0; kh < s->kh; kh++) {
+                        long num = ih + s->pad_t - kh;
+                        if (num < 0 || num % s->stride || num / s->stride >= s->ho) continue;
+                        long oh = num / s->stride;
+                        for (long kw = 0; kw < s->kw; kw++) {
+                            long num2 = iw + s->pad_l - kw;
+                            if (num2 < 0 || num2 % s->stride || num2 / s->stride >= s->wo) continue;
+                            long ow = num2 / s->stride;
+                            const float *dyp = dy + ((n * s->ho + oh) * s->wo + ow) * s->co;
+                            const float *wp = w + ((kh * s->kw + kw) * s->ci + c) * s->co;
+                            for (long o = 0; o < s->co; o++) acc += (double)dyp[o] * (double)wp[o];
+                        }
+                    }
+                    dx[((n * s->h + ih) * s->w + iw) * s->ci + c] = (float)acc;
+                }
+}
+
+void k_conv2d_bwd_weight_ref(const k_conv_shape *s, const float *x, const float *dy, float *dw)
+{
+    for (long kh = 0; kh < s->kh; kh++)
+        for (long kw = 0; kw < s->kw; kw++)
+            for (long c = 0; c < s->ci; c++)
+                for (long o = 0; o < s->co; o++) {
+                    double acc = 0;
+                    for (long n = 0; n < s->n; n++)
+                        for (long oh = 0; oh < s->ho; oh++) {
+                            long ih = oh * s->stride - s->pad_t + kh;
+                            if (ih < 0 || ih >= s->h) continue;
+                            for (long ow = 0; ow < s->wo; ow++) {
+                                long iw = ow * s->stride - s->pad_l + kw;
+                                if (iw < 0 || iw >= s->w) continue;
+                                acc += (double)x[((n * s->h + ih) * s->w + iw) * s->ci + c] *
+                                       (double)dy[((n * s->ho + oh) * s->wo + ow) * s->co + o];
+                            }
+                        }
+                    float *d = dw + ((kh * s->kw + kw) * s->ci + c) * s->co + o;
+                    *d = (float)((double)*d + acc);
+                }
+}

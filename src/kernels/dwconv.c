@@ -1,0 +1,408 @@
+/* Depthwise convolution, NHWC, weight [kh][kw][c].
+ *
+ * This file owns the threading and the choice of path: the AVX-512 kernels in
+ * dwconv_avx512.c (3x3 and 5x5, stride 1 and 2, the shapes of EfficientNets)
+ * or the portable C below, which handles every shape.
+ *
+ * Work split, chosen so that results never depend on the thread count:
+ *  - forward: output rows (n, oy); each output is computed by one thread;
+ *  - backward data: input rows (n, iy), gathered (no scatter, no races);
+ *  - backward weight: 16-channel blocks; one thread reduces a channel over
+ *    all n*ho*wo positions in a fixed order (per output row in float, rows
+ *    combined in double), so no partial sums cross threads. */
+#include <math.h>
+#include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common.h"
+#include "kernels.h"
+#include "kernels_internal.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define DW_X86 1
+void k_dw_fwd_rows_avx512(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                          long r0, long r1);
+void k_dw_bwd_data_rows_avx512(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0,
+                               long r1);
+void k_dw_bwd_weight_avx512(const k_conv_shape *s, const float *x, const float *dy, float *dw, long b0, long b1);
+#else
+#define DW_X86 0
+#endif
+
+#ifdef _OPENMP
+#define SIMD_LOOP _Pragma("omp simd")
+#else
+#define SIMD_LOOP
+#endif
+
+typedef void (*par_fn)(void *arg, int ith, int nth);
+
+static void par_run(int nt, par_fn fn, void *arg)
+{
+#ifdef _OPENMP
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        fn(arg, omp_get_thread_num(), omp_get_num_threads());
+        return;
+    }
+#endif
+    (void)nt;
+    fn(arg, 0, 1);
+}
+
+/* Threads only pay off above a few hundred thousand multiply-adds. */
+static int threads_for(int nt, double work)
+{
+    if (nt < 1) return 1;
+    if (work < 131072.0) return 1;
+    return nt;
+}
+
+static int use_avx512(const k_conv_shape *s)
+{
+#if DW_X86
+    return k_simd_level() >= K_SIMD_AVX512 && s->kh == s->kw && (s->kh == 3 || s->kh == 5) &&
+           (s->stride == 1 || s->stride == 2);
+#else
+    (void)s;
+    return 0;
+#endif
+}
+
+/* ---- portable path -------------------------------------------------------- */
+
+enum { CB = 64 }; /* channels per inner chunk */
+
+#define silu1 k_siluf
+#define sigm1 k_sigmoidf
+
+static void epi_store(const k_epilogue *ep, long r, long c0, int cn, float *acc, float *out)
+{
+    if (ep) {
+        if (ep->scale) {
+            SIMD_LOOP
+            for (int j = 0; j < cn; j++) acc[j] *= ep->scale[c0 + j];
+        }
+        if (ep->bias) {
+            SIMD_LOOP
+            for (int j = 0; j < cn; j++) acc[j] += ep->bias[c0 + j];
+        }
+        if (ep->act == K_ACT_SILU)
+            for (int j = 0; j < cn; j++) acc[j] = silu1(acc[j]);
+        else if (ep->act == K_ACT_SIGMOID)
+            for (int j = 0; j < cn; j++) acc[j] = sigm1(acc[j]);
+        if (ep->residual) {
+            const float *rr = ep->residual + r * ep->ldr + c0;
+            SIMD_LOOP
+            for (int j = 0; j < cn; j++) acc[j] += rr[j];
+        }
+    }
+    for (int j = 0; j < cn; j++) out[j] = acc[j];
+}
+
+/* Correlation geometry shared by the forward and the stride-1 backward data
+ * (flipped kernel: negative tap strides, mirrored padding). */
+typedef struct pgeo {
+    const float *src;
+    long hs, ws, ho, wo, C;
+    int KH, KW, S, pt, pl;
+    const float *wb;
+    long wsy, wsx;
+    float *dst;
+    const k_epilogue *ep;
+} pgeo;
+
+static void p_conv_row(const pgeo *g, long n, long oy)
+{
+    const long C = g->C;
+    long iy0 = oy * g->S - g->pt;
+    int ky0 = iy0 < 0 ? (int)-iy0 : 0;
+    int ky1 = iy0 + g->KH > g->hs ? (int)(g->hs - iy0) : g->KH;
+    long r = (n * g->ho + oy) * g->wo;
+    for (long ox = 0; ox < g->wo; ox++, r++) {
+        long ix0 = ox * g->S - g->pl;
+        int kx0 = ix0 < 0 ? (int)-ix0 : 0;
+        int kx1 = ix0 + g->KW > g->ws ? (int)(g->ws - ix0) : g->KW;
+        for (long c0 = 0; c0 < C; c0 += CB) {
+            int cn = C - c0 < CB ? (int)(C - c0) : CB;
+            float acc[CB];
+            for (int j = 0; j < cn; j++) acc[j] = 0.0f;
+            for (int ky = ky0; ky < ky1; ky++) {
+                const float *xr = g->src + ((n * g->hs + iy0 + ky) * g->ws) * C + c0;
+                const float *wr = g->wb + ky * g->wsy + c0;
+                for (int kx = kx0; kx < kx1; kx++) {
+                    const float *xp = xr + (ix0 + kx) * C;
+                    const float *wp = wr + kx * g->wsx;
+                    SIMD_LOOP
+                    for (int j = 0; j < cn; j++) acc[j] += xp[j] * wp[j];
+                }
+            }
+            epi_store(g->ep, r, c0, cn, acc, g->dst + r * C + c0);
+        }
+    }
+}
+
+/* Transposed gather for stride > 1: dx(iy, ix) collects dy(oy, ox) over taps
+ * with iy + pt - ky = oy*S and ix + pl - kx = ox*S. */
+static void p_tconv_row(const k_conv_shape *s, const float *dy, const float *w, float *dx, long n, long iy)
+{
+    const long C = s->ci, S = s->stride;
+    long a = iy + s->pad_t;
+    float *xrow = dx + (n * s->h + iy) * (long)s->w * C;
+    for (long ix = 0; ix < s->w; ix++) {
+        long b = ix + s->pad_l;
+        for (long c0 = 0; c0 < C; c0 += CB) {
+            int cn = C - c0 < CB ? (int)(C - c0) : CB;
+            float acc[CB];
+            for (int j = 0; j < cn; j++) acc[j] = 0.0f;
+            for (long ky = 0; ky < s->kh; ky++) {
+                long t = a - ky;
+                if (t < 0 || t % S != 0 || t / S >= s->ho) continue;
+                const float *dr = dy + (n * s->ho + t / S) * (long)s->wo * C + c0;
+                for (long kx = 0; kx < s->kw; kx++) {
+                    long u = b - kx;
+                    if (u < 0 || u % S != 0 || u / S >= s->wo) continue;
+                    const float *dp = dr + (u / S) * C;
+                    const float *wp = w + (ky * s->kw + kx) * C + c0;
+                    SIMD_LOOP
+                    for (int j = 0; j < cn; j++) acc[j] += dp[j] * wp[j];
+                }
+            }
+            float *o = xrow + ix * C + c0;
+            for (int j = 0; j < cn; j++) o[j] = acc[j];
+        }
+    }
+}
+
+enum { PW_BUF = 2048 };
+
+/* Weight gradient of channels [c0, c1): per output row the tap sums are
+ * accumulated in float, then added in row order into double totals. */
+static void p_bwdw(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0, long c1)
+{
+    const long C = s->ci, KH = s->kh, KW = s->kw, taps = KH * KW, S = s->stride;
+    if (taps > PW_BUF) {
+        /* Kernels this large are never used by the network; keep them correct
+         * with one double sum per weight. */
+        for (long t = 0; t < taps; t++) {
+            long ky = t / KW, kx = t % KW;
+            for (long c = c0; c < c1; c++) {
+                double acc = 0.0;
+                for (long n = 0; n < s->n; n++)
+                    for (long oy = 0; oy < s->ho; oy++) {
+                        long iy = oy * S - s->pad_t + ky;
+                        if (iy < 0 || iy >= s->h) continue;
+                        for (long ox = 0; ox < s->wo; ox++) {
+                            long ix = ox * S - s->pad_l + kx;
+                            if (ix < 0 || ix >= s->w) continue;
+                            acc += (double)x[((n * s->h + iy) * s->w + ix) * C + c] *
+                                   dy[((n * s->ho + oy) * s->wo + ox) * C + c];
+                        }
+                    }
+                dw[t * C + c] += (float)acc;
+            }
+        }
+        return;
+    }
+    long cg = PW_BUF / taps;
+    if (cg > CB) cg = CB;
+    float part[PW_BUF];
+    double tot[PW_BUF];
+    for (long g0 = c0; g0 < c1; g0 += cg) {
+        int cn = c1 - g0 < cg ? (int)(c1 - g0) : (int)cg;
+        for (long i = 0; i < taps * cn; i++) tot[i] = 0.0;
+        for (long n = 0; n < s->n; n++)
+            for (long oy = 0; oy < s->ho; oy++) {
+                long iy0 = oy * S - s->pad_t;
+                long ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + KH > s->h ? s->h - iy0 : KH;
+                if (ky1 <= ky0) continue;
+                for (long i = 0; i < taps * cn; i++) part[i] = 0.0f;
+                for (long ox = 0; ox < s->wo; ox++) {
+                    long ix0 = ox * S - s->pad_l;
+                    long kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + KW > s->w ? s->w - ix0 : KW;
+                    const float *dv = dy + ((n * s->ho + oy) * s->wo + ox) * C + g0;
+                    for (long ky = ky0; ky < ky1; ky++) {
+                        const float *xr = x + ((n * s->h + iy0 + ky) * s->w) * C + g0;
+                        for (long kx = kx0; kx < kx1; kx++) {
+                            const float *xp = xr + (ix0 + kx) * C;
+                            float *pp = part + (ky * KW + kx) * cn;
+                            SIMD_LOOP
+                            for (int j = 0; j < cn; j++) pp[j] += xp[j] * dv[j];
+                        }
+                    }
+                }
+                for (long i = 0; i < taps * cn; i++) tot[i] += part[i];
+            }
+        for (long t = 0; t < taps; t++)
+            for (int j = 0; j < cn; j++) dw[t * C + g0 + j] += (float)tot[t * cn + j];
+    }
+}
+
+/* ---- dispatch --------------------------------------------------------------- */
+
+typedef struct dw_job {
+    const k_conv_shape *s;
+    const float *a, *w;
+    float *out;
+    const k_epilogue *ep;
+    int avx512;
+} dw_job;
+
+static void fwd_job(void *arg, int ith, int nth)
+{
+    const dw_job *j = arg;
+    const k_conv_shape *s = j->s;
+    long lo, hi;
+    env2_range((long)s->n * s->ho, ith, nth, &lo, &hi);
+    if (lo >= hi) return;
+#if DW_X86
+    if (j->avx512) {
+        k_dw_fwd_rows_avx512(s, j->a, j->w, j->out, j->ep, lo, hi);
+        return;
+    }
+#endif
+    pgeo g = {j->a, s->h, s->w, s->ho, s->wo, s->ci, s->kh, s->kw, s->stride, s->pad_t, s->pad_l,
+              j->w, (long)s->kw * s->ci, s->ci, j->out, j->ep};
+    for (long r = lo; r < hi; r++) p_conv_row(&g, r / s->ho, r % s->ho);
+}
+
+static void bwd_data_job(void *arg, int ith, int nth)
+{
+    const dw_job *j = arg;
+    const k_conv_shape *s = j->s;
+    long lo, hi;
+    env2_range((long)s->n * s->h, ith, nth, &lo, &hi);
+    if (lo >= hi) return;
+#if DW_X86
+    if (j->avx512) {
+        k_dw_bwd_data_rows_avx512(s, j->a, j->w, j->out, lo, hi);
+        return;
+    }
+#endif
+    if (s->stride == 1) {
+        const long C = s->ci;
+        pgeo g = {j->a, s->ho, s->wo, s->h, s->w, C, s->kh, s->kw, 1, s->kh - 1 - s->pad_t, s->kw - 1 - s->pad_l,
+                  j->w + ((long)(s->kh - 1) * s->kw + (s->kw - 1)) * C, -(long)s->kw * C, -C, j->out, NULL};
+        for (long r = lo; r < hi; r++) p_conv_row(&g, r / s->h, r % s->h);
+    } else {
+        for (long r = lo; r < hi; r++) p_tconv_row(s, j->a, j->w, j->out, r / s->h, r % s->h);
+    }
+}
+
+typedef struct dw_wjob {
+    const k_conv_shape *s;
+    const float *x, *dy;
+    float *dw;
+    int avx512;
+} dw_wjob;
+
+static void bwd_weight_job(void *arg, int ith, int nth)
+{
+    const dw_wjob *j = arg;
+    const k_conv_shape *s = j->s;
+    long nb = (s->ci + 15) / 16, lo, hi;
+    env2_range(nb, ith, nth, &lo, &hi);
+    if (lo >= hi) return;
+#if DW_X86
+    if (j->avx512) {
+        k_dw_bwd_weight_avx512(s, j->x, j->dy, j->dw, lo, hi);
+        return;
+    }
+#endif
+    long c1 = hi * 16 < s->ci ? hi * 16 : s->ci;
+    p_bwdw(s, j->x, j->dy, j->dw, lo * 16, c1);
+}
+
+static double dw_work(const k_conv_shape *s)
+{
+    return (double)s->n * s->ho * s->wo * s->ci * s->kh * s->kw;
+}
+
+void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
+{
+    if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
+    dw_job j = {s, x, w, y, ep, use_avx512(s)};
+    par_run(threads_for(nt, dw_work(s)), fwd_job, &j);
+}
+
+void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx)
+{
+    if (s->n <= 0 || s->h <= 0 || s->w <= 0 || s->ci <= 0) return;
+    dw_job j = {s, dy, w, dx, NULL, use_avx512(s)};
+    par_run(threads_for(nt, dw_work(s)), bwd_data_job, &j);
+}
+
+void k_dwconv_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw)
+{
+    if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
+    dw_wjob j = {s, x, dy, dw, use_avx512(s)};
+    par_run(threads_for(nt, dw_work(s)), bwd_weight_job, &j);
+}
+
+/* ---- references ---------------------------------------------------------------- */
+
+void k_dwconv_fwd_ref(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
+{
+    const long C = s->ci;
+    for (long n = 0; n < s->n; n++)
+        for (long oy = 0; oy < s->ho; oy++)
+            for (long ox = 0; ox < s->wo; ox++) {
+                long r = (n * s->ho + oy) * s->wo + ox;
+                for (long c = 0; c < C; c++) {
+                    double acc = 0.0;
+                    for (long ky = 0; ky < s->kh; ky++)
+                        for (long kx = 0; kx < s->kw; kx++) {
+                            long iy = oy * s->stride - s->pad_t + ky, ix = ox * s->stride - s->pad_l + kx;
+                            if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                            acc += (double)x[((n * s->h + iy) * s->w + ix) * C + c] * w[(ky * s->kw + kx) * C + c];
+                        }
+                    float v = (float)acc;
+                    if (ep) {
+                        if (ep->scale) v *= ep->scale[c];
+                        if (ep->bias) v += ep->bias[c];
+                        if (ep->act == K_ACT_SILU) v = silu1(v);
+                        else if (ep->act == K_ACT_SIGMOID) v = sigm1(v);
+                        if (ep->residual) v += ep->residual[r * ep->ldr + c];
+                    }
+                    y[r * C + c] = v;
+                }
+            }
+}
+
+void k_dwconv_bwd_data_ref(const k_conv_shape *s, const float *dy, const float *w, float *dx)
+{
+    const long C = s->ci;
+    for (long i = 0; i < (long)s->n * s->h * s->w * C; i++) dx[i] = 0.0f;
+    for (long n = 0; n < s->n; n++)
+        for (long oy = 0; oy < s->ho; oy++)
+            for (long ox = 0; ox < s->wo; ox++)
+                for (long ky = 0; ky < s->kh; ky++)
+                    for (long kx = 0; kx < s->kw; kx++) {
+                        long iy = oy * s->stride - s->pad_t + ky, ix = ox * s->stride - s->pad_l + kx;
+                        if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                        for (long c = 0; c < C; c++)
+                            dx[((n * s->h + iy) * s->w + ix) * C + c] +=
+                                dy[((n * s->ho + oy) * s->wo + ox) * C + c] * w[(ky * s->kw + kx) * C + c];
+                    }
+}
+
+void k_dwconv_bwd_weight_ref(const k_conv_shape *s, const float *x, const float *dy, float *dw)
+{
+    const long C = s->ci;
+    for (long ky = 0; ky < s->kh; ky++)
+        for (long kx = 0; kx < s->kw; kx++)
+            for (long c = 0; c < C; c++) {
+                double acc = 0.0;
+                for (long n = 0; n < s->n; n++)
+                    for (long oy = 0; oy < s->ho; oy++)
+                        for (long ox = 0; ox < s->wo; ox++) {
+                            long iy = oy * s->stride - s->pad_t + ky, ix = ox * s->stride - s->pad_l + kx;
+                            if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                            acc += (double)x[((n * s->h + iy) * s->w + ix) * C + c] *
+                                   dy[((n * s->ho + oy) * s->wo + ox) * C + c];
+                        }
+                dw[(ky * s->kw + kx) * C + c] += (float)acc;
+            }
+}

@@ -1,0 +1,531 @@
+/* SGEMM: cache-blocked driver around per-ISA register-blocked micro-kernels.
+ *
+ * Loop nest of one thread over its rectangle of C (GotoBLAS order with the
+ * roles of A and B swapped, because C is row-major and the kernels broadcast
+ * A and load rows of B):
+ *
+ *   for jc in N step NC           B block kc x NC stays in L2 (~512 KiB)
+ *     for pc in K step kc         kc depends on K only
+ *       pack B[pc.., jc..]        NR-wide panels, zero padded
+ *       for ir in M step MR       A micro-panel MR x kc stays in L1
+ *         A panel: read in place (row-major A) or packed
+ *         for jr in NC step NR    micro-kernel on the MR x NR tile
+ *
+ * Determinism: every C element is produced by one micro-kernel call per K
+ * block, summing k in increasing order, and the K blocks are visited in
+ * increasing order; the K blocking depends on K alone.  Threads only split the
+ * M x N output, so the result is the same for any thread count and any
+ * partition, and the same whether operands are packed or read in place. */
+#include "kernels_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define K_HAVE_PTHREAD_KEY 1
+#else
+#define K_HAVE_PTHREAD_KEY 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define K_NOINLINE __attribute__((noinline))
+#else
+#define K_NOINLINE
+#endif
+
+/* Largest K block.  With MR = 14 the A micro-panel is 14 * 384 * 4 = 21 KiB,
+ * which leaves room in a 32-48 KiB L1 for the B rows streaming through. */
+#define KC_MAX 384
+/* Budget for the packed B block (kc x NC), about half of a 1 MiB L2. */
+#define B_BLOCK_BYTES (512 * 1024)
+/* Upper bounds of the micro-tiles of all kernels (fallback stack buffers). */
+#define MR_MAX 14
+#define NR_MAX 32
+/* Below this many multiply-adds a second thread costs more than it saves. */
+#define MIN_FLOPS_PER_THREAD (64L * 64 * 64)
+
+int k_gemm_test_no_buffer;
+
+/* ---- portable micro-kernel --------------------------------------------------
+ * A 4 x 8 tile.  With GCC/Clang the accumulators are generic 4-float vectors
+ * held in named variables, which every target with 128-bit SIMD keeps in
+ * registers (plain arrays end up in memory at -O2); other compilers get the
+ * same arithmetic as plain loops. */
+#define GMR 4
+#define GNR 8
+
+static void generic_store(const k_ukr_args *a, float acc[GMR][GNR])
+{
+    for (int r = 0; r < a->mr; r++) {
+        float *c = a->C + (long)r * a->ldc;
+        for (int j = 0; j < a->nr; j++) {
+            float v = a->alpha * acc[r][j];
+            if (a->first) {
+                if (a->beta != 0.0f) v += a->beta * c[j];
+            } else {
+                v += c[j];
+            }
+            if (a->last)
+                v = k_epilogue_scalar(v, a->scale ? a->scale[j] : 1.0f, a->bias ? a->bias[j] : 0.0f, a->act,
+                                      a->res ? a->res[(long)r * a->ldr + j] : 0.0f);
+            c[j] = v;
+        }
+    }
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+typedef float k_v4 __attribute__((vector_size(16)));
+static inline k_v4 ld4(const float *p)
+{
+    k_v4 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static void ukr_generic(const k_ukr_args *a)
+{
+    const float *A = a->A, *B = a->B;
+    const long ars = a->a_rs, acs = a->a_cs, bks = a->b_ks;
+    const int wide = a->nr > GNR / 2;
+    k_v4 z = {0, 0, 0, 0};
+    k_v4 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+    for (long k = 0; k < a->kc; k++) {
+        const float *b = B + k * bks, *ak = A + k * acs;
+        k_v4 b0 = ld4(b), b1 = wide ? ld4(b + 4) : z;
+        k_v4 a0 = z + ak[0], a1 = z + ak[ars], a2 = z + ak[2 * ars], a3 = z + ak[3 * ars];
+        c00 += a0 * b0;
+        c01 += a0 * b1;
+        c10 += a1 * b0;
+        c11 += a1 * b1;
+        c20 += a2 * b0;
+        c21 += a2 * b1;
+        c30 += a3 * b0;
+        c31 += a3 * b1;
+    }
+    float acc[GMR][GNR];
+    memcpy(acc[0], &c00, 16);
+    memcpy(acc[0] + 4, &c01, 16);
+    memcpy(acc[1], &c10, 16);
+    memcpy(acc[1] + 4, &c11, 16);
+    memcpy(acc[2], &c20, 16);
+    memcpy(acc[2] + 4, &c21, 16);
+    memcpy(acc[3], &c30, 16);
+    memcpy(acc[3] + 4, &c31, 16);
+    generic_store(a, acc);
+}
+#else
+static void ukr_generic(const k_ukr_args *a)
+{
+    float acc[GMR][GNR];
+    memset(acc, 0, sizeof acc);
+    const int ncols = a->nr > GNR / 2 ? GNR : GNR / 2;
+    for (long k = 0; k < a->kc; k++) {
+        const float *b = a->B + k * a->b_ks;
+        for (int r = 0; r < GMR; r++) {
+            float av = a->A[r * a->a_rs + k * a->a_cs];
+            for (int j = 0; j < ncols; j++) acc[r][j] += av * b[j];
+        }
+    }
+    generic_store(a, acc);
+}
+#endif
+
+const k_gemm_ukr k_ukr_generic = {GMR, GNR, ukr_generic};
+
+static const k_gemm_ukr *pick_ukr(void)
+{
+#if K_HAVE_X86_PATHS
+    int l = k_simd_level();
+    if (l >= K_SIMD_AVX512) return &k_ukr_avx512;
+    if (l >= K_SIMD_AVX2) return &k_ukr_avx2;
+#endif
+    return &k_ukr_generic;
+}
+
+/* ---- per-thread packing buffer ----------------------------------------------
+ * Grown on demand and kept for the life of the thread, so steady-state calls
+ * allocate nothing.  A pthread key frees it when a thread exits. */
+static _Thread_local float *tl_buf;
+static _Thread_local size_t tl_cap;
+
+#if K_HAVE_PTHREAD_KEY
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static int tl_key_ok;
+static void tl_destroy(void *p) { free(p); }
+static void tl_make_key(void) { tl_key_ok = pthread_key_create(&tl_key, tl_destroy) == 0; }
+#endif
+
+static float *tl_buffer(size_t floats)
+{
+    if (k_gemm_test_no_buffer) return NULL;
+    if (floats <= tl_cap) return tl_buf;
+    size_t bytes = (floats * sizeof(float) + 4095) & ~(size_t)4095;
+    float *p = aligned_alloc(64, bytes);
+    if (!p) return NULL;
+#if K_HAVE_PTHREAD_KEY
+    pthread_once(&tl_once, tl_make_key);
+    if (!tl_key_ok || pthread_setspecific(tl_key, p) != 0) {
+        free(p);
+        return NULL;
+    }
+#endif
+    free(tl_buf);
+    tl_buf = p;
+    tl_cap = bytes / sizeof(float);
+    return p;
+}
+
+/* ---- problem description and packing ------------------------------------------ */
+typedef struct gemm_prob {
+    int ta, tb;
+    long M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    long lda, ldb;
+    k_pack_a_fn packa; /* when set, A comes from this provider */
+    const void *packa_ctx;
+    float *C;
+    long ldc;
+    const k_epilogue *ep;
+    long kcs; /* K block size: a function of K only */
+    long ncs; /* N block size */
+    const k_gemm_ukr *u;
+} gemm_prob;
+
+/* dst[k * MR + r] = op(A)(i0 + r, pc + k), rows >= mr zero. */
+static void pack_a(const gemm_prob *p, long i0, int mr, long pc, long kc, float *dst)
+{
+    const int MR = p->u->mr;
+    if (!p->ta) {
+        for (int r = 0; r < mr; r++) {
+            const float *s = p->A + (i0 + r) * p->lda + pc;
+            for (long k = 0; k < kc; k++) dst[k * MR + r] = s[k];
+        }
+        for (int r = mr; r < MR; r++)
+            for (long k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
+    } else {
+        for (long k = 0; k < kc; k++) {
+            const float *s = p->A + (pc + k) * p->lda + i0;
+            float *d = dst + k * MR;
+            int r = 0;
+            for (; r < mr; r++) d[r] = s[r];
+            for (; r < MR; r++) d[r] = 0.0f;
+        }
+    }
+}
+
+/* dst[k * NR + j] = op(B)(pc + k, j0 + j), columns >= nr zero. */
+static void pack_b(const gemm_prob *p, long pc, long kc, long j0, int nr, float *dst)
+{
+    const int NR = p->u->nr;
+    if (!p->tb) {
+        for (long k = 0; k < kc; k++) {
+            const float *s = p->B + (pc + k) * p->ldb + j0;
+            float *d = dst + k * NR;
+            int j = 0;
+            for (; j < nr; j++) d[j] = s[j];
+            for (; j < NR; j++) d[j] = 0.0f;
+        }
+    } else {
+        /* B is stored [N][K]: walk each source row contiguously. */
+        for (int j = 0; j < nr; j++) {
+            const float *s = p->B + (j0 + j) * p->ldb + pc;
+            for (long k = 0; k < kc; k++) dst[k * NR + j] = s[k];
+        }
+        for (int j = nr; j < NR; j++)
+            for (long k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
+    }
+}
+
+/* Points a->A at the MR x kc panel of rows i.., either in place or in `ap`
+ * (MR_MAX * KC_MAX floats).  allow_direct: 0 = always copy, 1 = read
+ * row-major A in place, 2 = also read transposed A in place (worth it only
+ * when the panel meets few B panels: its kc rows are spread over 2*kc
+ * cache lines, too many to stay in L1 for a long sweep). */
+static void a_panel(const gemm_prob *p, k_ukr_args *a, long i, int mr, long pc, long kc, int allow_direct, float *ap)
+{
+    const int MR = p->u->mr;
+    if (p->packa) {
+        p->packa(p->packa_ctx, i, mr, pc, kc, ap);
+        for (long r = mr; r < MR; r++) memset(ap + r * kc, 0, (size_t)kc * sizeof(float));
+        a->A = ap;
+        a->a_rs = kc;
+        a->a_cs = 1;
+    } else if (!p->ta && mr == MR && allow_direct) {
+        a->A = p->A + i * p->lda + pc;
+        a->a_rs = p->lda;
+        a->a_cs = 1;
+    } else if (p->ta && mr == MR && allow_direct > 1) {
+        a->A = p->A + pc * p->lda + i;
+        a->a_rs = 1;
+        a->a_cs = p->lda;
+    } else {
+        pack_a(p, i, mr, pc, kc, ap);
+        a->A = ap;
+        a->a_rs = 1;
+        a->a_cs = MR;
+    }
+}
+
+static void tile_args(const gemm_prob *p, k_ukr_args *a, long i, long j, int mr, int nr, long pc, long kc)
+{
+    const k_epilogue *ep = p->ep;
+    a->kc = kc;
+    a->C = p->C + i * p->ldc + j;
+    a->ldc = p->ldc;
+    a->mr = mr;
+    a->nr = nr;
+    a->first = pc == 0;
+    a->last = pc + kc == p->K;
+    a->alpha = p->alpha;
+    a->beta = p->beta;
+    a->scale = ep && ep->scale ? ep->scale + j : NULL;
+    a->bias = ep && ep->bias ? ep->bias + j : NULL;
+    a->res = ep && ep->residual ? ep->residual + i * ep->ldr + j : NULL;
+    a->ldr = ep ? ep->ldr : 0;
+    a->act = ep ? ep->act : K_ACT_NONE;
+}
+
+/* Same arithmetic as gemm_rect without any heap buffer: every micro-panel is
+ * packed on the stack right before use. */
+static K_NOINLINE void gemm_rect_fallback(const gemm_prob *p, long m0, long m1, long n0, long n1)
+{
+    _Alignas(64) float ap[MR_MAX * KC_MAX];
+    _Alignas(64) float bp[KC_MAX * NR_MAX];
+    const int MR = p->u->mr, NR = p->u->nr;
+    k_ukr_args a;
+    for (long pc = 0; pc < p->K; pc += p->kcs) {
+        long kc = p->K - pc < p->kcs ? p->K - pc : p->kcs;
+        for (long i = m0; i < m1; i += MR) {
+            int mr = (int)(m1 - i < MR ? m1 - i : MR);
+            for (long j = n0; j < n1; j += NR) {
+                int nr = (int)(n1 - j < NR ? n1 - j : NR);
+                tile_args(p, &a, i, j, mr, nr, pc, kc);
+                a_panel(p, &a, i, mr, pc, kc, 0, ap);
+                pack_b(p, pc, kc, j, nr, bp);
+                a.B = bp;
+                a.b_ks = NR;
+                p->u->run(&a);
+            }
+        }
+    }
+}
+
+/* One thread's rectangle [m0, m1) x [n0, n1) of C.  Operands are read in
+ * place where their layout already suits the kernel -- row-major A (its
+ * MR x kc panel stays in L1 over the jr sweep) and non-transposed B (rows
+ * of NR floats) -- which measured faster than packing them on the shapes of
+ * the network; transposed operands, partial panels and provider A are packed. */
+static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
+{
+    if (m0 >= m1 || n0 >= n1) return;
+    const int MR = p->u->mr, NR = p->u->nr;
+    const long kcs = p->kcs;
+    long ncs = p->ncs;
+    if (ncs > n1 - n0) ncs = ((n1 - n0 + NR - 1) / NR) * NR;
+    const long apan = ((long)MR * kcs + 15) & ~15L;
+    float *buf = tl_buffer((size_t)(apan + kcs * ncs));
+    if (!buf) {
+        gemm_rect_fallback(p, m0, m1, n0, n1);
+        return;
+    }
+    float *ap = buf, *bblk = buf + apan;
+    k_ukr_args a;
+    for (long jc = n0; jc < n1; jc += ncs) {
+        long nc = n1 - jc < ncs ? n1 - jc : ncs;
+        for (long pc = 0; pc < p->K; pc += kcs) {
+            long kc = p->K - pc < kcs ? p->K - pc : kcs;
+            for (long j = jc; j < jc + nc; j += NR) {
+                int nr = (int)(jc + nc - j < NR ? jc + nc - j : NR);
+                if (p->tb || nr < NR) pack_b(p, pc, kc, j, nr, bblk + (j - jc) * kc);
+            }
+            for (long i = m0; i < m1; i += MR) {
+                int mr = (int)(m1 - i < MR ? m1 - i : MR);
+                a_panel(p, &a, i, mr, pc, kc, nc <= 2 * NR ? 2 : 1, ap);
+                const float *Ap = a.A;
+                const long rs = a.a_rs, cs = a.a_cs;
+                for (long j = jc; j < jc + nc; j += NR) {
+                    int nr = (int)(jc + nc - j < NR ? jc + nc - j : NR);
+                    tile_args(p, &a, i, j, mr, nr, pc, kc);
+                    a.A = Ap;
+                    a.a_rs = rs;
+                    a.a_cs = cs;
+                    if (!p->tb && nr == NR) {
+                        a.B = p->B + pc * p->ldb + j;
+                        a.b_ks = p->ldb;
+                    } else {
+                        a.B = bblk + (j - jc) * kc;
+                        a.b_ks = NR;
+                    }
+                    p->u->run(&a);
+                }
+            }
+        }
+    }
+}
+
+/* Splits the tile grid into pm x pn rectangles for nth threads, minimizing
+ * an estimate of the slowest thread's time: its FMAs plus the packing it
+ * repeats (transposed B per rectangle, A panels per N block). */
+static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, int *pn)
+{
+    double best = -1;
+    *pm = 1;
+    *pn = 1;
+    for (int a = 1; a <= nth; a++) {
+        int b = nth / a;
+        if (a > tm && a > 1) break;
+        if (b > tn) b = (int)tn;
+        long rt = (tm + a - 1) / a, ct = (tn + b - 1) / b;
+        double rows = (double)rt * p->u->mr, cols = (double)ct * p->u->nr, K = (double)p->K;
+        double cost = rows * cols * K / 16.0;
+        if (p->tb) cost += cols * K;
+        if (p->ta || p->packa) cost += rows * K * (double)((ct * p->u->nr + p->ncs - 1) / p->ncs);
+        if (best < 0 || cost < best) {
+            best = cost;
+            *pm = a;
+            *pn = b;
+        }
+    }
+}
+
+static void scale_only(int nt, const gemm_prob *p)
+{
+    (void)nt; /* unused without OpenMP */
+    const k_epilogue *ep = p->ep;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int nth = 1, tid = 0;
+#ifdef _OPENMP
+        nth = omp_get_num_threads();
+        tid = omp_get_thread_num();
+#endif
+        long lo, hi;
+        env2_range(p->M, tid, nth, &lo, &hi);
+        for (long i = lo; i < hi; i++) {
+            float *c = p->C + i * p->ldc;
+            for (long j = 0; j < p->N; j++) {
+                float v = p->beta != 0.0f ? p->beta * c[j] : 0.0f;
+                if (ep)
+                    v = k_epilogue_scalar(v, ep->scale ? ep->scale[j] : 1.0f, ep->bias ? ep->bias[j] : 0.0f, ep->act,
+                                          ep->residual ? ep->residual[i * ep->ldr + j] : 0.0f);
+                c[j] = v;
+            }
+        }
+    }
+}
+
+static void gemm_run(int nt, gemm_prob *p)
+{
+    if (p->M <= 0 || p->N <= 0) return;
+    const k_epilogue *ep = p->ep;
+    if (ep && !ep->scale && !ep->bias && !ep->residual && ep->act == K_ACT_NONE) p->ep = NULL;
+    if (nt < 1) nt = 1;
+    p->u = pick_ukr();
+    double work = (double)p->M * (double)p->N * (double)(p->K > 0 ? p->K : 1);
+    if (work < (double)MIN_FLOPS_PER_THREAD * nt) {
+        long t = (long)(work / MIN_FLOPS_PER_THREAD);
+        nt = t < 1 ? 1 : (int)t;
+    }
+    if (p->K <= 0 || p->alpha == 0.0f) {
+        scale_only(nt, p);
+        return;
+    }
+    long nkb = (p->K + KC_MAX - 1) / KC_MAX;
+    p->kcs = (p->K + nkb - 1) / nkb;
+    const long MR = p->u->mr, NR = p->u->nr;
+    p->ncs = (B_BLOCK_BYTES / (long)sizeof(float) / p->kcs) / NR * NR;
+    if (p->ncs < NR) p->ncs = NR;
+    const long tm = (p->M + MR - 1) / MR, tn = (p->N + NR - 1) / NR;
+    const gemm_prob *cp = p;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int nth = 1, tid = 0;
+#ifdef _OPENMP
+        nth = omp_get_num_threads();
+        tid = omp_get_thread_num();
+#endif
+        int pm, pn;
+        choose_grid(nth, tm, tn, cp, &pm, &pn);
+        if (tid < pm * pn) {
+            long r0, r1, c0, c1;
+            env2_range(tm, tid / pn, pm, &r0, &r1);
+            env2_range(tn, tid % pn, pn, &c0, &c1);
+            long m1 = r1 * MR, n1 = c1 * NR;
+            gemm_rect(cp, r0 * MR, m1 < cp->M ? m1 : cp->M, c0 * NR, n1 < cp->N ? n1 : cp->N);
+        }
+    }
+}
+
+void k_sgemm(int nt, int transA, int transB, long M, long N, long K, float alpha, const float *A, long lda,
+             const float *B, long ldb, float beta, float *C, long ldc, const k_epilogue *ep)
+{
+    gemm_prob p;
+    memset(&p, 0, sizeof p);
+    p.ta = transA != 0;
+    p.tb = transB != 0;
+    p.M = M;
+    p.N = N;
+    p.K = K;
+    p.alpha = alpha;
+    p.beta = beta;
+    p.A = A;
+    p.B = B;
+    p.lda = lda;
+    p.ldb = ldb;
+    p.C = C;
+    p.ldc = ldc;
+    p.ep = ep;
+    gemm_run(nt, &p);
+}
+
+void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn packa, const void *ctx, const float *B, long ldb,
+                   float beta, float *C, long ldc, const k_epilogue *ep)
+{
+    gemm_prob p;
+    memset(&p, 0, sizeof p);
+    p.M = M;
+    p.N = N;
+    p.K = K;
+    p.alpha = 1.0f;
+    p.beta = beta;
+    p.packa = packa;
+    p.packa_ctx = ctx;
+    p.B = B;
+    p.ldb = ldb;
+    p.C = C;
+    p.ldc = ldc;
+    p.ep = ep;
+    gemm_run(nt, &p);
+}
+
+void k_sgemm_ref(int transA, int transB, long M, long N, long K, float alpha, const float *A, long lda,
+                 const float *B, long ldb, float beta, float *C, long ldc, const k_epilogue *ep)
+{
+    for (long i = 0; i < M; i++) {
+        for (long j = 0; j < N; j++) {
+            double s = 0;
+            for (long k = 0; k < K; k++) {
+                float a = transA ? A[k * lda + i] : A[i * lda + k];
+                float b = transB ? B[j * ldb + k] : B[k * ldb + j];
+                s += (double)a * (double)b;
+            }
+            float v = (float)((double)alpha * s);
+            if (beta != 0.0f) v = (float)((double)v + (double)beta * (double)C[i * ldc + j]);
+            if (ep)
+                v = k_epilogue_scalar(v, ep->scale ? ep->scale[j] : 1.0f, ep->bias ? ep->bias[j] : 0.0f, ep->act,
+                                      ep->residual ? ep->residual[i * ep->ldr + j] : 0.0f);
+            C[i * ldc + j] = v;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+/* AVX2 + FMA SGEMM micro-kernel: 6 x 16 tile in 12 ymm accumulators.
+ *
+ * Per k step: two 8-float loads of B, 6 broadcasts of A, 12 FMAs; 12
+ * accumulators + 2 B registers + 1 broadcast fit in the 16 ymm registers and
+ * cover the FMA latency.  Tiles at most 8 columns wide use a 6 x 8 variant. */
+#include "kernels_internal.h"
+
+#include <immintrin.h>
+
+#define MR 6
+#define NR 16
+
+#if defined(__GNUC__) || defined(__clang__)
+#define K_INLINE static inline __attribute__((always_inline))
+#else
+#define K_INLINE static inline
+#endif
+
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+/* AVX2 has no mask registers: partial columns go through a small copy so
+ * that nothing outside the tile is read or written. */
+K_INLINE __m256 load_part(const float *p, int n)
+{
+    if (n >= 8) return _mm256_loadu_ps(p);
+    _Alignas(32) float t[8] = {0};
+    for (int i = 0; i < n; i++) t[i] = p[i];
+    return _mm256_load_ps(t);
+}
+
+K_INLINE void store_part(float *p, __m256 v, int n)
+{
+    if (n >= 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    _Alignas(32) float t[8];
+    _mm256_store_ps(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+}
+
+K_INLINE __m256 finish(const k_ukr_args *a, __m256 acc, const float *c, int r, int j, int n)
+{
+    __m256 v;
+    if (a->first) {
+        v = _mm256_mul_ps(_mm256_set1_ps(a->alpha), acc);
+        if (a->beta != 0.0f) v = _mm256_fmadd_ps(_mm256_set1_ps(a->beta), load_part(c, n), v);
+    } else {
+        v = _mm256_fmadd_ps(_mm256_set1_ps(a->alpha), acc, load_part(c, n));
+    }
+    if (a->last) {
+        if (a->scale) v = _mm256_mul_ps(v, load_part(a->scale + j, n));
+        if (a->bias) v = _mm256_add_ps(v, load_part(a->bias + j, n));
+        if (a->act == K_ACT_SILU) v = k_silu256(v);
+        else if (a->act == K_ACT_SIGMOID) v = k_sigmoid256(v);
+        if (a->res) v = _mm256_add_ps(v, load_part(a->res + (long)r * a->ldr + j, n));
+    }
+    return v;
+}
+
+static void write_tile(const k_ukr_args *a, const float *tile, int nv)
+{
+    int n0 = a->nr < 8 ? a->nr : 8, n1 = a->nr - 8;
+    for (int r = 0; r < a->mr; r++) {
+        float *c = a->C + (long)r * a->ldc;
+        store_part(c, finish(a, _mm256_load_ps(tile + r * NR), c, r, 0, n0), n0);
+        if (nv == 2 && n1 > 0) store_part(c + 8, finish(a, _mm256_load_ps(tile + r * NR + 8), c + 8, r, 8, n1), n1);
+    }
+}
+
+#define DECL(r) __m256 c##r##a = _mm256_setzero_ps(), c##r##b = _mm256_setzero_ps();
+#define STORE(r)                                                                                                    \
+    _mm256_store_ps(tile + r * NR, c##r##a);                                                                        \
+    if (nv == 2) _mm256_store_ps(tile + r * NR + 8, c##r##b);
+
+K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
+{
+    _Alignas(32) float tile[MR * NR];
+    ROWS(DECL)
+    const float *A = a->A, *B = a->B;
+    const long kc = a->kc, bks = a->b_ks;
+    if (arow) {
+        const long lda = a->a_rs;
+#define FMA_ROW(r)                                                                                                  \
+    {                                                                                                               \
+        __m256 av = _mm256_broadcast_ss(A + r * lda);                                                               \
+        c##r##a = _mm256_fmadd_ps(av, b0, c##r##a);                                                                 \
+        if (nv == 2) c##r##b = _mm256_fmadd_ps(av, b1, c##r##b);                                                    \
+    }
+        for (long k = 0; k < kc; k++) {
+            __m256 b0 = _mm256_loadu_ps(B), b1 = b0;
+            if (nv == 2) b1 = _mm256_loadu_ps(B + 8);
+            ROWS(FMA_ROW)
+            A += 1;
+            B += bks;
+        }
+#undef FMA_ROW
+    } else {
+        const long acs = a->a_cs;
+#define FMA_COL(r)                                                                                                  \
+    {                                                                                                               \
+        __m256 av = _mm256_broadcast_ss(A + r);                                                                     \
+        c##r##a = _mm256_fmadd_ps(av, b0, c##r##a);                                                                 \
+        if (nv == 2) c##r##b = _mm256_fmadd_ps(av, b1, c##r##b);                                                    \
+    }
+        for (long k = 0; k < kc; k++) {
+            __m256 b0 = _mm256_loadu_ps(B), b1 = b0;
+            if (nv == 2) b1 = _mm256_loadu_ps(B + 8);
+            ROWS(FMA_COL)
+            A += acs;
+            B += bks;
+        }
+#undef FMA_COL
+    }
+    (void)c0b; (void)c1b; (void)c2b; (void)c3b; (void)c4b; (void)c5b;
+    ROWS(STORE)
+    write_tile(a, tile, nv);
+}
+
+static void ukr_row2(const k_ukr_args *a) { ukr_body(a, 2, 1); }
+static void ukr_row1(const k_ukr_args *a) { ukr_body(a, 1, 1); }
+static void ukr_col2(const k_ukr_args *a) { ukr_body(a, 2, 0); }
+static void ukr_col1(const k_ukr_args *a) { ukr_body(a, 1, 0); }
+
+static void ukr_avx2(const k_ukr_args *a)
+{
+    int half = a->nr <= NR / 2;
+    if (a->a_cs == 1 && a->a_rs != 1) {
+        if (half) ukr_row1(a);
+        else ukr_row2(a);
+    } else {
+        if (half) ukr_col1(a);
+        else ukr_col2(a);
+    }
+}
+
+const k_gemm_ukr k_ukr_avx2 = {MR, NR, ukr_avx2};

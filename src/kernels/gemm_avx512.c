@@ -1,0 +1,152 @@
+/* AVX-512 SGEMM micro-kernel: 14 x 32 tile in 28 zmm accumulators.
+ *
+ * Per k step: two 16-float loads of B, 14 broadcasts of A (folded into the
+ * FMA as embedded broadcasts when A is k-contiguous), 28 FMAs.  28
+ * independent accumulators cover the FMA latency on two pipes with room to
+ * spare, and 28 + 2 B registers + 1 broadcast fit in the 32 zmm registers.
+ * Narrow tiles use variants so that matrices with N = 24, 48, ... do not pay
+ * for empty columns: 14 x 16 (one zmm per row) and 14 x 24 (one zmm + one
+ * ymm per row; a ymm FMA takes half the FMA throughput of a zmm one on cores
+ * that split zmm operations into two 256-bit halves, and no more elsewhere). */
+#include "kernels_internal.h"
+
+#include <immintrin.h>
+
+#define MR 14
+#define NR 32
+
+#if defined(__GNUC__) || defined(__clang__)
+#define K_INLINE static inline __attribute__((always_inline))
+#else
+#define K_INLINE static inline
+#endif
+
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+
+static __mmask16 col_mask(int n)
+{
+    if (n >= 16) return (__mmask16)0xFFFF;
+    if (n <= 0) return (__mmask16)0;
+    return (__mmask16)((1u << n) - 1u);
+}
+
+/* Combines the accumulator row with C and applies the epilogue, for the
+ * columns in mask m starting at column j of the tile. */
+K_INLINE __m512 finish(const k_ukr_args *a, __m512 acc, const float *c, int r, int j, __mmask16 m)
+{
+    __m512 v;
+    if (a->first) {
+        v = _mm512_mul_ps(_mm512_set1_ps(a->alpha), acc);
+        if (a->beta != 0.0f) v = _mm512_fmadd_ps(_mm512_set1_ps(a->beta), _mm512_maskz_loadu_ps(m, c), v);
+    } else {
+        v = _mm512_fmadd_ps(_mm512_set1_ps(a->alpha), acc, _mm512_maskz_loadu_ps(m, c));
+    }
+    if (a->last) {
+        if (a->scale) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, a->scale + j));
+        if (a->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a->bias + j));
+        if (a->act == K_ACT_SILU) v = k_silu512(v);
+        else if (a->act == K_ACT_SIGMOID) v = k_sigmoid512(v);
+        if (a->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a->res + (long)r * a->ldr + j));
+    }
+    return v;
+}
+
+/* The accumulators go through a small aligned tile on the stack so that the
+ * write-out can loop over the mr valid rows; it costs 28 stores and loads
+ * against 28*kc FMAs. */
+static void write_tile(const k_ukr_args *a, const float *tile, int nv)
+{
+    __mmask16 m0 = col_mask(a->nr), m1 = col_mask(a->nr - 16);
+    for (int r = 0; r < a->mr; r++) {
+        float *c = a->C + (long)r * a->ldc;
+        __m512 v = finish(a, _mm512_maskz_load_ps(m0, tile + r * NR), c, r, 0, m0);
+        _mm512_mask_storeu_ps(c, m0, v);
+        if (nv > 1 && m1) {
+            v = finish(a, _mm512_maskz_load_ps(m1, tile + r * NR + 16), c + 16, r, 16, m1);
+            _mm512_mask_storeu_ps(c + 16, m1, v);
+        }
+    }
+}
+
+/* nv: 1 = 16 columns, 2 = 32 columns, 3 = 24 columns (zmm + ymm). */
+#define DECL(r)                                                                                                     \
+    __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps();                                            \
+    __m256 c##r##h = _mm256_setzero_ps();
+#define STORE(r)                                                                                                    \
+    _mm512_store_ps(tile + r * NR, c##r##a);                                                                        \
+    if (nv == 2) _mm512_store_ps(tile + r * NR + 16, c##r##b);                                                      \
+    if (nv == 3) _mm256_store_ps(tile + r * NR + 16, c##r##h);
+
+/* arow: A is row-major (A(r,k) = A[r*a_rs + k]); otherwise k-contiguous
+ * (A(r,k) = A[r + k*a_cs]).  Both are compile-time after inlining. */
+K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
+{
+    _Alignas(64) float tile[MR * NR];
+    ROWS(DECL)
+    const float *A = a->A, *B = a->B;
+    const long kc = a->kc, bks = a->b_ks;
+    if (arow) {
+        const long lda = a->a_rs;
+#define FMA_ROW(r)                                                                                                  \
+    {                                                                                                               \
+        __m512 av = _mm512_set1_ps(A[r * lda]);                                                                     \
+        c##r##a = _mm512_fmadd_ps(av, b0, c##r##a);                                                                 \
+        if (nv == 2) c##r##b = _mm512_fmadd_ps(av, b1, c##r##b);                                                    \
+        if (nv == 3) c##r##h = _mm256_fmadd_ps(_mm512_castps512_ps256(av), bh, c##r##h);                            \
+    }
+        for (long k = 0; k < kc; k++) {
+            __m512 b0 = _mm512_loadu_ps(B), b1 = b0;
+            __m256 bh = _mm512_castps512_ps256(b0);
+            if (nv == 2) b1 = _mm512_loadu_ps(B + 16);
+            if (nv == 3) bh = _mm256_loadu_ps(B + 16);
+            ROWS(FMA_ROW)
+            A += 1;
+            B += bks;
+        }
+#undef FMA_ROW
+    } else {
+        const long acs = a->a_cs;
+#define FMA_COL(r)                                                                                                  \
+    {                                                                                                               \
+        __m512 av = _mm512_set1_ps(A[r]);                                                                           \
+        c##r##a = _mm512_fmadd_ps(av, b0, c##r##a);                                                                 \
+        if (nv == 2) c##r##b = _mm512_fmadd_ps(av, b1, c##r##b);                                                    \
+        if (nv == 3) c##r##h = _mm256_fmadd_ps(_mm512_castps512_ps256(av), bh, c##r##h);                            \
+    }
+        for (long k = 0; k < kc; k++) {
+            __m512 b0 = _mm512_loadu_ps(B), b1 = b0;
+            __m256 bh = _mm512_castps512_ps256(b0);
+            if (nv == 2) b1 = _mm512_loadu_ps(B + 16);
+            if (nv == 3) bh = _mm256_loadu_ps(B + 16);
+            ROWS(FMA_COL)
+            A += acs;
+            B += bks;
+        }
+#undef FMA_COL
+    }
+    ROWS(STORE)
+    write_tile(a, tile, nv);
+}
+
+static void ukr_row1(const k_ukr_args *a) { ukr_body(a, 1, 1); }
+static void ukr_row2(const k_ukr_args *a) { ukr_body(a, 2, 1); }
+static void ukr_row3(const k_ukr_args *a) { ukr_body(a, 3, 1); }
+static void ukr_col1(const k_ukr_args *a) { ukr_body(a, 1, 0); }
+static void ukr_col2(const k_ukr_args *a) { ukr_body(a, 2, 0); }
+static void ukr_col3(const k_ukr_args *a) { ukr_body(a, 3, 0); }
+
+static void ukr_avx512(const k_ukr_args *a)
+{
+    int nv = a->nr <= 16 ? 1 : a->nr <= 24 ? 3 : 2;
+    if (a->a_cs == 1 && a->a_rs != 1) {
+        if (nv == 1) ukr_row1(a);
+        else if (nv == 3) ukr_row3(a);
+        else ukr_row2(a);
+    } else {
+        if (nv == 1) ukr_col1(a);
+        else if (nv == 3) ukr_col3(a);
+        else ukr_col2(a);
+    }
+}
+
+const k_gemm_ukr k_ukr_avx512 = {MR, NR, ukr_avx512};

@@ -1,0 +1,151 @@
+/* Private to src/kernels: what the kernel files share with each other but
+ * nobody else needs -- the GEMM micro-kernel interface between the blocked
+ * driver (gemm.c) and the per-ISA files, and scalar/vector activation helpers
+ * so that every kernel computes SiLU and sigmoid the same way. */
+#ifndef ENV2_KERNELS_INTERNAL_H
+#define ENV2_KERNELS_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+
+#include "kernels.h"
+
+/* The *_avx512.c / *_avx2.c files are only compiled on x86-64 (Makefile). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define K_HAVE_X86_PATHS 1
+#else
+#define K_HAVE_X86_PATHS 0
+#endif
+
+/* ---- scalar activations (references and generic paths) ------------------- */
+static inline float k_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float k_siluf(float x) { return x / (1.0f + expf(-x)); }
+
+/* y = act(scale * y + bias) + residual for one element; s/b/r are the
+ * element's scale, bias and residual (1, 0, 0 when absent). */
+static inline float k_epilogue_scalar(float y, float s, float b, int act, float r)
+{
+    y = y * s + b;
+    if (act == K_ACT_SILU) y = k_siluf(y);
+    else if (act == K_ACT_SIGMOID) y = k_sigmoidf(y);
+    return y + r;
+}
+
+/* ---- GEMM micro-kernels ----------------------------------------------------
+ * A micro-kernel computes one MR x NR tile of C from kc steps:
+ *   acc[r][j] = sum_k A(r, k) * B(k, j)     (k in increasing order)
+ * and writes rows < mr, columns < nr of C:
+ *   first K block:  C = alpha * acc + beta * C  (C not read when beta == 0)
+ *   later blocks:   C = C + alpha * acc
+ *   last K block:   then the epilogue (scale/bias/act/res, pre-offset to the
+ *                   tile's first row/column; NULL when absent).
+ * The caller guarantees that all MR rows of A and all NR (or, if nr <= NR/2,
+ * NR/2) columns of B are readable, so kernels never mask loads. */
+typedef struct k_ukr_args {
+    long kc;
+    const float *A;  /* A(r, k) = A[r * a_rs + k * a_cs]; a_rs == 1 or a_cs == 1 */
+    long a_rs, a_cs;
+    const float *B;  /* B(k, j) = B[k * b_ks + j] */
+    long b_ks;
+    float *C;
+    long ldc;
+    int mr, nr;
+    int first, last;
+    float alpha, beta;
+    const float *scale, *bias, *res;
+    long ldr;
+    int act;
+} k_ukr_args;
+
+typedef struct k_gemm_ukr {
+    int mr, nr;
+    void (*run)(const k_ukr_args *a);
+} k_gemm_ukr;
+
+extern const k_gemm_ukr k_ukr_generic;
+#if K_HAVE_X86_PATHS
+extern const k_gemm_ukr k_ukr_avx2;
+extern const k_gemm_ukr k_ukr_avx512;
+#endif
+
+/* GEMM whose A operand (M x K, alpha = 1, B not transposed) is produced on
+ * demand: pack(ctx, i0, mr, pc, kc, dst) writes rows i0 .. i0+mr-1, columns
+ * pc .. pc+kc-1 of A row-major into dst (row stride kc).  Convolutions use it
+ * to gather im2col panels straight from the input. */
+typedef void (*k_pack_a_fn)(const void *ctx, long i0, int mr, long pc, long kc, float *dst);
+void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void *ctx, const float *B, long ldb,
+                   float beta, float *C, long ldc, const k_epilogue *ep);
+
+/* Test hook: nonzero makes k_sgemm behave as if its packing buffer could not
+ * be allocated, so that the fallback path can be compared bit for bit. */
+extern int k_gemm_test_no_buffer;
+
+/* ---- vector activations for the ISA files -----------------------------------
+ * exp(x) by range reduction x = n*ln2 + r and a degree-6 polynomial on
+ * |r| <= ln2/2 (Cephes expf coefficients, ~1 ulp).  Clamping first keeps
+ * 2^n finite and representable; NaN passes through the min/max because they
+ * return their second operand when one is NaN. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline __m512 k_exp512(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(88.8f), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+static inline __m512 k_sigmoid512(__m512 x)
+{
+    __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_div_ps(one, _mm512_add_ps(one, k_exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+static inline __m512 k_silu512(__m512 x)
+{
+    __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_div_ps(x, _mm512_add_ps(one, k_exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+static inline __m256 k_exp256(__m256 x)
+{
+    /* Without scalef, 2^n is built in the exponent field, so n must stay in
+     * the normal range: clamp to [-87.3, 88.7]. */
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(_mm256_set1_ps(88.7f), x));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+static inline __m256 k_sigmoid256(__m256 x)
+{
+    __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, k_exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+static inline __m256 k_silu256(__m256 x)
+{
+    __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(x, _mm256_add_ps(one, k_exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+#endif
+
+#endif

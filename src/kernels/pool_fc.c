@@ -1,0 +1,133 @@
+/* Global average pooling and the fully connected layer.
+ *
+ * GAP reduces each (image, channel) over its hw positions in one thread, in
+ * chunks of GAP_CHUNK positions summed in float and combined in order in
+ * double: the result does not depend on the thread count.  The FC products
+ * go through k_sgemm; the bias gradient is a column sum in double. */
+#include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common.h"
+#include "kernels.h"
+
+#ifdef _OPENMP
+#define SIMD_LOOP _Pragma("omp simd")
+#else
+#define SIMD_LOOP
+#endif
+
+typedef void (*par_fn)(void *arg, int ith, int nth);
+
+static void par_run(int nt, par_fn fn, void *arg)
+{
+#ifdef _OPENMP
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        fn(arg, omp_get_thread_num(), omp_get_num_threads());
+        return;
+    }
+#endif
+    (void)nt;
+    fn(arg, 0, 1);
+}
+
+enum { GAP_CHUNK = 64, GAP_GROUP = 256 };
+
+typedef struct gap_job {
+    int n, C;
+    long hw;
+    const float *x;
+    float *y;
+} gap_job;
+
+/* Units are (image, group of GAP_GROUP channels). */
+static void gap_fwd_fn(void *arg, int ith, int nth)
+{
+    const gap_job *j = arg;
+    const int C = j->C;
+    long ng = (C + GAP_GROUP - 1) / GAP_GROUP, lo, hi;
+    env2_range((long)j->n * ng, ith, nth, &lo, &hi);
+    float part[GAP_GROUP];
+    double tot[GAP_GROUP];
+    for (long u = lo; u < hi; u++) {
+        long i = u / ng, c0 = (u % ng) * GAP_GROUP;
+        int cn = C - c0 < GAP_GROUP ? (int)(C - c0) : GAP_GROUP;
+        const float *xi = j->x + i * j->hw * C + c0;
+        for (int c = 0; c < cn; c++) tot[c] = 0.0;
+        for (long p0 = 0; p0 < j->hw; p0 += GAP_CHUNK) {
+            long p1 = p0 + GAP_CHUNK < j->hw ? p0 + GAP_CHUNK : j->hw;
+            for (int c = 0; c < cn; c++) part[c] = 0.0f;
+            for (long p = p0; p < p1; p++) {
+                const float *xp = xi + p * C;
+                SIMD_LOOP
+                for (int c = 0; c < cn; c++) part[c] += xp[c];
+            }
+            for (int c = 0; c < cn; c++) tot[c] += part[c];
+        }
+        float *yi = j->y + i * (long)C + c0;
+        for (int c = 0; c < cn; c++) yi[c] = (float)(tot[c] / (double)j->hw);
+    }
+}
+
+void k_gap_fwd(int nt, int n, long hw, int C, const float *x, float *y)
+{
+    if (n <= 0 || C <= 0) return;
+    if (hw <= 0) {
+        for (long i = 0; i < (long)n * C; i++) y[i] = 0.0f;
+        return;
+    }
+    gap_job j = {n, C, hw, x, y};
+    par_run((double)n * hw * C < 65536.0 ? 1 : nt, gap_fwd_fn, &j);
+}
+
+typedef struct gapb_job {
+    int n, C;
+    long hw;
+    const float *dy;
+    float *dx;
+} gapb_job;
+
+static void gap_bwd_fn(void *arg, int ith, int nth)
+{
+    const gapb_job *j = arg;
+    const int C = j->C;
+    long lo, hi;
+    env2_range((long)j->n * j->hw, ith, nth, &lo, &hi);
+    const float inv = (float)(1.0 / (double)j->hw);
+    for (long r = lo; r < hi; r++) {
+        const float *d = j->dy + (r / j->hw) * C;
+        float *o = j->dx + r * C;
+        SIMD_LOOP
+        for (int c = 0; c < C; c++) o[c] = d[c] * inv;
+    }
+}
+
+void k_gap_bwd(int nt, int n, long hw, int C, const float *dy, float *dx)
+{
+    if (n <= 0 || C <= 0 || hw <= 0) return;
+    gapb_job j = {n, C, hw, dy, dx};
+    par_run((double)n * hw * C < 65536.0 ? 1 : nt, gap_bwd_fn, &j);
+}
+
+void k_fc_fwd(int nt, int n, int in, int out, const float *x, const float *W, const float *b, float *y)
+{
+    if (n <= 0 || out <= 0) return;
+    k_epilogue ep = {NULL, b, K_ACT_NONE, NULL, 0};
+    k_sgemm(nt, 0, 1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b ? &ep : NULL);
+}
+
+void k_fc_bwd(int nt, int n, int in, int out, const float *x, const float *W, const float *dy, float *dx,
+              float *dW, float *db)
+{
+    if (n <= 0 || out <= 0 || in <= 0) return;
+    if (dx) k_sgemm(nt, 0, 0, n, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in, NULL);
+    if (dW) k_sgemm(nt, 1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dW, in, NULL);
+    if (db)
+        for (int o = 0; o < out; o++) {
+            double s = 0.0;
+            for (int i = 0; i < n; i++) s += dy[(long)i * out + o];
+            db[o] += (float)s;
+        }
+}
