@@ -1,7 +1,7 @@
 /* libFuzzer entry point for the file-format readers (built by hand, not by
  * make):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L \
- *       -Iinclude -Isrc -Isrc/core test/fuzz_io.c src/io/*.c src/core/common.c -lm -o fuzz_io
+ *       -Iinclude -Isrc -Isrc/core test/fuzz_io.c $(ls src/io/[a-z]*.c) src/core/common.c -lm -o fuzz_io
  *   ./fuzz_io -max_len=4096 corpus/
  * The first input byte picks the reader; the rest is its input.  Every
  * reader must return a status without crashing, leaking or touching memory

@@ -12,6 +12,10 @@
 #include "train/augment.h"
 #include "train/data.h"
 
+/* The env2 train/eval/predict/schedule commands, compiled into this test so
+ * that they run in-process (under the sanitizers too) against the library. */
+#include "../tools/cmd_train.c"
+
 static char tmpdir[256];
 static char created[64][512];
 static int ncreated;
@@ -866,10 +870,219 @@ static void test_prefetch_shutdown(void)
     dataset_free(&d);
 }
 
+
+/* ---- the commands ---------------------------------------------------------- */
+
+typedef int (*cmd_fn)(int, char **);
+
+static int run_cmd(cmd_fn fn, const char *fmt, ...) ENV2_PRINTF(2, 3);
+static int run_cmd(cmd_fn fn, const char *fmt, ...)
+{
+    char line[2048], *argv[64];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    for (char *t = strtok(line, " "); t && argc < 63; t = strtok(NULL, " ")) argv[argc++] = t;
+    argv[argc] = NULL;
+    fflush(stdout);
+    return fn(argc, argv);
+}
+
+static long file_size(const char *p)
+{
+    FILE *f = fopen(p, "rb");
+    long n;
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+static char *slurp(const char *p)
+{
+    long n = file_size(p);
+    FILE *f;
+    char *b;
+    if (n < 0 || !(f = fopen(p, "rb"))) return NULL;
+    b = calloc((size_t)n + 1, 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) b[0] = '\0';
+    fclose(f);
+    return b;
+}
+
+/* metrics.jsonl without the timing fields, which differ between runs */
+static char *metrics_sans_timing(const char *p)
+{
+    char *b = slurp(p), *o, *w;
+    if (!b) return NULL;
+    o = w = b;
+    while (*o) {
+        char *t = strstr(o, ",\"wall_s\"");
+        char *nl = strchr(o, '\n');
+        if (!nl) nl = o + strlen(o);
+        if (t && t < nl) {
+            memmove(w, o, (size_t)(t - o));
+            w += t - o;
+        } else {
+            memmove(w, o, (size_t)(nl - o));
+            w += nl - o;
+        }
+        if (*nl) *w++ = '\n';
+        o = *nl ? nl + 1 : nl;
+    }
+    *w = '\0';
+    return b;
+}
+
+static int count_lines(const char *p)
+{
+    char *b = slurp(p);
+    int n = 0;
+    if (!b) return -1;
+    for (char *q = b; *q; q++) n += *q == '\n';
+    free(b);
+    return n;
+}
+
+static int same_file(const char *a, const char *b)
+{
+    long na = file_size(a), nb = file_size(b);
+    char *x, *y;
+    int same;
+    if (na < 0 || na != nb) return 0;
+    x = slurp(a);
+    y = slurp(b);
+    same = x && y && memcmp(x, y, (size_t)na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static void test_commands(void)
+{
+    enum { N = 96, NT = 24, S = 12 };
+    static uint8_t im[N * S * S];
+    int64_t lb[N], sh3[3] = {N, S, S}, sh1[1] = {N};
+    char data[512], a[512], b[512], c[512], p1[600], p2[600];
+    const char *common = "--data npy --arch r1_k3_s1_e1_i8_o8_c1,r1_k3_s2_e2_i8_o16_se0.25 --stem 8 --head 16 "
+                         "--epochs 3 --batch 8 --max-steps 4 --size-start 8 --size-end 12 --randaug-end 4 "
+                         "--mixup-end 0.2 --cutmix-end 0.3 --ema 0.9 --val-split 16 --seed 5 --threads 1 --quiet";
+    int rc;
+    char *ma, *mb;
+
+    make_subdir("cli");
+    snprintf(data, sizeof data, "%s/cli", tmpdir);
+    for (int i = 0; i < N; i++) {
+        lb[i] = i % 3;
+        for (int k = 0; k < S * S; k++) im[i * S * S + k] = (uint8_t)(k * (1 + i % 3) * 37 + i);
+    }
+    write_npy("cli", "train_images.npy", "|u1", 3, sh3, im, 1);
+    write_npy("cli", "train_labels.npy", "<i8", 1, sh1, lb, 8);
+    sh3[0] = sh1[0] = NT;
+    write_npy("cli", "test_images.npy", "|u1", 3, sh3, im, 1);
+    write_npy("cli", "test_labels.npy", "<i8", 1, sh1, lb, 8);
+    snprintf(a, sizeof a, "%s/run_a", tmpdir);
+    snprintf(b, sizeof b, "%s/run_b", tmpdir);
+    snprintf(c, sizeof c, "%s/run_c", tmpdir);
+
+    rc = run_cmd(cmd_train, "train %s --data-dir %s --out %s", common, data, a);
+    CHECK_EQ_INT(rc, 0);
+    snprintf(p1, sizeof p1, "%s/metrics.jsonl", a);
+    CHECK_EQ_INT(count_lines(p1), 3);
+    ma = slurp(p1);
+    CHECK(ma && strstr(ma, "\"epoch\":3,\"step\":12,\"stage\":3,\"size\":12") && strstr(ma, "\"val_acc\":") &&
+          strstr(ma, "\"size\":8"));
+    free(ma);
+    snprintf(p1, sizeof p1, "%s/model.safetensors", a);
+    CHECK(file_size(p1) > 0);
+    /* a second run into the same directory is refused */
+    CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s", common, data, a), 1);
+    /* so is resuming a finished run */
+    CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --quiet", a), 1);
+
+    /* interrupted in the middle of epoch 2 (as by Ctrl-C), then resumed:
+     * the same metrics and bit-identical weights as the uninterrupted run */
+    rc = run_cmd(cmd_train, "train %s --data-dir %s --out %s --stop-after 6", common, data, b);
+    CHECK_EQ_INT(rc, 130);
+    snprintf(p1, sizeof p1, "%s/metrics.jsonl", b);
+    CHECK_EQ_INT(count_lines(p1), 1);
+    snprintf(p2, sizeof p2, "%s/model.safetensors", b);
+    CHECK(file_size(p2) < 0);
+    /* resuming with another configuration is refused and changes nothing */
+    {
+        char ck[600];
+        char *before;
+        snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", b);
+        before = slurp(ck);
+        CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --batch 16 --quiet", b), 1);
+        ma = slurp(ck);
+        CHECK(before && ma && file_size(ck) > 0 && memcmp(before, ma, (size_t)file_size(ck)) == 0);
+        free(before);
+        free(ma);
+    }
+    rc = run_cmd(cmd_train, "train --resume --out %s --quiet", b);
+    CHECK_EQ_INT(rc, 0);
+    snprintf(p1, sizeof p1, "%s/model.safetensors", a);
+    CHECK(same_file(p1, p2));
+    snprintf(p1, sizeof p1, "%s/metrics.jsonl", a);
+    snprintf(p2, sizeof p2, "%s/metrics.jsonl", b);
+    ma = metrics_sans_timing(p1);
+    mb = metrics_sans_timing(p2);
+    CHECK_MSG(ma && mb && !strcmp(ma, mb), "\n%s\nvs\n%s", ma ? ma : "(none)", mb ? mb : "(none)");
+    free(ma);
+    free(mb);
+
+    /* a bad checkpoint: --resume fails and leaves the directory as it was */
+    mkdir(c, 0700);
+    snprintf(p1, sizeof p1, "%s/checkpoint.safetensors", c);
+    {
+        FILE *f = fopen(p1, "wb");
+        if (f) {
+            fputs("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", f);
+            fclose(f);
+        }
+    }
+    CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --quiet", c), 1);
+    CHECK_EQ_INT(file_size(p1), 13);
+    snprintf(p2, sizeof p2, "%s/metrics.jsonl", c);
+    CHECK(file_size(p2) < 0);
+
+    /* eval, predict, schedule and usage errors */
+    snprintf(p1, sizeof p1, "%s/model.safetensors", a);
+    CHECK_EQ_INT(run_cmd(cmd_eval, "eval --model %s --data npy --data-dir %s --batch 5", p1, data), 0);
+    CHECK_EQ_INT(run_cmd(cmd_eval, "eval --model %s --data npy --data-dir %s/nowhere", p1, data), 1);
+    CHECK_EQ_INT(run_cmd(cmd_eval, "eval --data npy"), 2);
+    snprintf(p2, sizeof p2, "%s/test_images.npy", data);
+    CHECK_EQ_INT(run_cmd(cmd_predict, "predict --model %s --input %s --top 2 --batch 7", p1, p2), 0);
+    snprintf(p2, sizeof p2, "%s/test_labels.npy", data);
+    CHECK_EQ_INT(run_cmd(cmd_predict, "predict --model %s --input %s", p1, p2), 1);
+    CHECK_EQ_INT(run_cmd(cmd_schedule, "schedule official-s --epochs 350"), 0);
+    CHECK_EQ_INT(run_cmd(cmd_schedule, "schedule linear --epochs 8 --size-start 16 --size-end 32 --stages 3"), 0);
+    CHECK_EQ_INT(run_cmd(cmd_schedule, "schedule nonsense --epochs 10"), 2);
+    CHECK_EQ_INT(run_cmd(cmd_schedule, "schedule official-s --epochs 2 --stages 3"), 2);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train --data npy --epochs zero"), 2);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train --data npy --no-such-option"), 2);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train --data npy --data-dir %s --out %s/run_d --optimizer adam", data, tmpdir), 2);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train --data npy --data-dir %s --out %s/run_d --val-split 96", data, tmpdir), 2);
+    snprintf(p1, sizeof p1, "%s/run_d", tmpdir);
+    CHECK(file_size(p1) < 0); /* usage errors create nothing */
+}
+
 static void cleanup(void)
 {
-    static const char *subs[] = {"idx", "c10/cifar-10-batches-bin", "c10", "c100", "npy", "npy2"};
+    static const char *subs[] = {"idx", "c10/cifar-10-batches-bin", "c10", "c100", "npy", "npy2", "cli",
+                                 "run_a", "run_b", "run_c"};
+    static const char *outs[] = {"checkpoint.safetensors", "metrics.jsonl", "model.safetensors"};
     for (int i = 0; i < ncreated; i++) remove(created[i]);
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) {
+            char p[600];
+            snprintf(p, sizeof p, "%s/run_%c/%s", tmpdir, 'a' + i, outs[k]);
+            remove(p);
+        }
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         char p[512];
         snprintf(p, sizeof p, "%s/%s", tmpdir, subs[i]);
@@ -892,6 +1105,7 @@ int main(void)
     test_shuffle_split();
     test_batches();
     test_prefetch_shutdown();
+    test_commands();
     cleanup();
     return test_summary();
 }
