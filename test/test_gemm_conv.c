@@ -186,6 +186,41 @@ static void test_gemm_all(void)
     test_gemm_case(13, 17, 9, 0, 0, 0.0f, 0.5f, 3, 2);
 }
 
+/* ep->residual == C: the residual must be read before any partial sum of
+ * a K block lands in C. */
+static void test_gemm_inplace_residual(void)
+{
+    const long M = 37, N = 45, K = 800, ldc = 50;
+    float *A = frandom(M * K), *B = frandom(K * N), *C0 = frandom(M * ldc), *bias = frandom(N);
+    float *ref = fcopy(C0, M * ldc), *res = fcopy(C0, M * ldc);
+    k_epilogue ep = {NULL, bias, K_ACT_SILU, res, ldc};
+    k_sgemm_ref(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, ref, ldc, &ep);
+    for (int li = 0; li < nlevels; li++) {
+        k_simd_force(levels[li]);
+        float *c1 = fcopy(C0, M * ldc), *c2 = fcopy(C0, M * ldc), *c3 = fcopy(C0, M * ldc);
+        k_epilogue e1 = {NULL, bias, K_ACT_SILU, c1, ldc}, e2 = {NULL, bias, K_ACT_SILU, c2, ldc};
+        k_epilogue e3 = {NULL, bias, K_ACT_SILU, res, ldc};
+        k_sgemm(1, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, c1, ldc, &e1);
+        k_sgemm(2, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, c2, ldc, &e2);
+        k_sgemm(2, 0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, c3, ldc, &e3);
+        double worst = 0;
+        int ok = gemm_close(M, N, K, 0, 0, 1.0f, A, K, B, N, 0.0f, C0, ldc, &ep, c1, ref, &worst);
+        CHECK_MSG(ok, "%s in-place residual: err/tol %.3g", k_simd_name(levels[li]), worst);
+        CHECK_MSG(same_bits(c1, c2, M * ldc) && same_bits(c1, c3, M * ldc), "%s in-place residual bits",
+                  k_simd_name(levels[li]));
+        free(c1);
+        free(c2);
+        free(c3);
+    }
+    k_simd_force(K_SIMD_AVX512);
+    free(A);
+    free(B);
+    free(C0);
+    free(bias);
+    free(ref);
+    free(res);
+}
+
 /* The vector exp/SiLU/sigmoid in the epilogue against libm, including the
  * clamped tails. */
 static void test_epilogue_range(void)
@@ -465,6 +500,7 @@ int main(void)
     find_levels();
     test_gemm_ref_hand();
     test_gemm_all();
+    test_gemm_inplace_residual();
     test_epilogue_range();
     test_shape_init();
     test_conv_ref_hand();

@@ -287,11 +287,18 @@ void npy_free(npy_array *a)
     memset(a, 0, sizeof *a);
 }
 
+/* -1 for an invalid or overflowing shape (only possible in a hand-made array). */
 int64_t npy_numel(const npy_array *a)
 {
-    int64_t n = 1;
-    for (int d = 0; d < a->ndim; d++) n *= a->shape[d];
-    return n;
+    uint64_t n = 1;
+    if (!a || a->ndim < 0 || a->ndim > 8) return -1;
+    for (int d = 0; d < a->ndim; d++) {
+        if (a->shape[d] < 0) return -1;
+        uint64_t s = (uint64_t)a->shape[d];
+        if (s && n > (uint64_t)INT64_MAX / s) return -1;
+        n *= s;
+    }
+    return (int64_t)n;
 }
 
 /* Element i of a as double, or as int64 for integer dtypes. */
@@ -325,7 +332,7 @@ static env2_status check_array(const npy_array *a, void *out, int64_t *n, env2_e
     if (a->ndim < 0 || a->ndim > 8 || !st_dtype_size(a->dtype) || (!a->data && npy_numel(a) != 0))
         return env2_fail(e, ENV2_E_INVALID_ARG, "npy: invalid array");
     *n = npy_numel(a);
-    if ((uint64_t)*n > SIZE_MAX / 8) return env2_fail(e, ENV2_E_INVALID_ARG, "npy: array too large");
+    if (*n < 0 || (uint64_t)*n > SIZE_MAX / 8) return env2_fail(e, ENV2_E_INVALID_ARG, "npy: invalid array shape");
     return ENV2_OK;
 }
 

@@ -451,11 +451,19 @@ const st_tensor *st_find(const st_file *f, const char *name)
     return NULL;
 }
 
+/* -1 for a shape that is invalid or overflows, which only a hand-made
+ * st_tensor can have: parsed ones are checked on open. */
 int64_t st_numel(const st_tensor *t)
 {
-    int64_t n = 1;
-    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
-    return n;
+    uint64_t n = 1;
+    if (!t || t->ndim < 0 || t->ndim > ST_MAX_DIMS) return -1;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] < 0) return -1;
+        uint64_t s = (uint64_t)t->shape[d];
+        if (s && n > (uint64_t)INT64_MAX / s) return -1;
+        n *= s;
+    }
+    return (int64_t)n;
 }
 
 const void *st_data(const st_file *f, const st_tensor *t) { return f->buf + f->data_start + t->offset; }

@@ -69,8 +69,11 @@ static void act_range(const act_job *j, long lo, long hi)
         break;
     case OP_SILU_BWD:
         for (long i = 0; i < n; i++) {
-            float s = k_sigmoidf(x[i]);
-            y[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+            /* 1 - s as e*s keeps its relative precision for large x, where
+             * 1 - s would cancel; fminf turns inf*0 (x very negative, where
+             * the product below is 0 anyway) into 1 */
+            float e = expf(-x[i]), s = 1.0f / (1.0f + e), oms = fminf(e * s, 1.0f);
+            y[i] = dy[i] * s * (1.0f + x[i] * oms);
         }
         break;
     case OP_SIGMOID:

@@ -47,8 +47,10 @@ AI __m512 v_silu_grad(__m512 x, __m512 dy)
     __m512 one = _mm512_set1_ps(1.0f);
     __m512 e = v_exp(_mm512_sub_ps(_mm512_setzero_ps(), x));
     __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
-    /* dy * s * (1 + x * (1 - s)) */
-    __m512 t = _mm512_fmadd_ps(x, _mm512_sub_ps(one, s), one);
+    /* dy * s * (1 + x * (1 - s)), with 1 - s as e*s (no cancellation for
+     * large x); min returns its second operand for the NaN of inf*0 */
+    __m512 oms = _mm512_min_ps(_mm512_mul_ps(e, s), one);
+    __m512 t = _mm512_fmadd_ps(x, oms, one);
     return _mm512_mul_ps(_mm512_mul_ps(dy, s), t);
 }
 
@@ -218,33 +220,96 @@ AI void conv_row(const geo *g, long n, long oy, const int K, const int S)
     float *yrow = g->dst + rbase * C;
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
-#ifdef DW_PIXEL_MAJOR
-    long cc = DW_PIXEL_MAJOR;
-    for (long c0 = 0; c0 < C; c0 += cc) {
-        long ce = c0 + cc < C ? c0 + cc : C;
-        long ox = 0;
-        for (; ox < oxa; ox++) for (long c = c0; c < ce; c += 16) border_blk(g, rows, wr, nky, ox, yrow + ox * C, rbase + ox, c, c + 16 <= C ? 0xFFFF : g->tail, 0);
-        for (; ox + 8 <= oxb; ox += 8) { long c = c0; for (; c + 16 <= ce; c += 16) tile(g, rows, wr, nky, ox * S - g->pl, yrow + ox * C, rbase + ox, c, 0xFFFF, 1, K, S, 8);
-            if (c < ce) tile(g, rows, wr, nky, ox * S - g->pl, yrow + ox * C, rbase + ox, c, g->tail, 0, K, S, 8); }
-        for (; ox < oxb; ox++) { long c = c0; for (; c + 16 <= ce; c += 16) tile(g, rows, wr, nky, ox * S - g->pl, yrow + ox * C, rbase + ox, c, 0xFFFF, 1, K, S, 1);
-            if (c < ce) tile(g, rows, wr, nky, ox * S - g->pl, yrow + ox * C, rbase + ox, c, g->tail, 0, K, S, 1); }
-        for (; ox < g->wo; ox++) for (long c = c0; c < ce; c += 16) border_blk(g, rows, wr, nky, ox, yrow + ox * C, rbase + ox, c, c + 16 <= C ? 0xFFFF : g->tail, 0);
-    }
-#else
     long c = 0;
     for (; c < g->cfull; c += 16) row_blk(g, rows, wr, nky, oxa, oxb, yrow, rbase, c, 0xFFFF, 1, K, S);
     if (c < C) row_blk(g, rows, wr, nky, oxa, oxb, yrow, rbase, c, g->tail, 0, K, S);
-#endif
+}
+
+/* Two adjacent output rows of a 3x3 stride-1 correlation share two of their
+ * four source rows: computing them together loads 4 rows instead of 6 per
+ * pair.  Each output still sums ky then kx ascending with the same FMAs as
+ * tile(), so pairing (which depends on where a thread's rows start) never
+ * changes a result. */
+AI void tile2(const geo *g, const float *const *rows, const float *w, long ix0, float *yp, long r, long c,
+              __mmask16 m, const int full, const int T)
+{
+    const long C = g->C, wsx = g->wsx, wsy = g->wsy, wo = g->wo;
+    __m512 a0[8], a1[8], wv[3][3];
+    UNROLL for (int ky = 0; ky < 3; ky++) UNROLL for (int kx = 0; kx < 3; kx++) wv[ky][kx] =
+        ld(m, w + ky * wsy + kx * wsx + c, full);
+    UNROLL for (int t = 0; t < T; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+    UNROLL for (int i = 0; i < 4; i++) {
+        const float *xp = rows[i] + ix0 * C + c;
+        UNROLL for (int j = 0; j < T + 2; j++) {
+            __m512 xv = ld(m, xp + j * C, full);
+            UNROLL for (int t = 0; t < T; t++) {
+                const int kx = j - t;
+                if (kx < 0 || kx >= 3) continue;
+                if (i < 3) a0[t] = _mm512_fmadd_ps(xv, wv[i][kx], a0[t]);
+                if (i >= 1) a1[t] = _mm512_fmadd_ps(xv, wv[i - 1][kx], a1[t]);
+            }
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        st(m, yp + t * C + c, epi(g, a0[t], c, r + t, m, full), full);
+        st(m, yp + (wo + t) * C + c, epi(g, a1[t], c, r + wo + t, m, full), full);
+    }
+}
+
+AI void row2_blk(const geo *g, const float *const *rows, long oxa, long oxb, float *yrow, long rbase, long c,
+                 __mmask16 m, const int full)
+{
+    const long C = g->C, pl = g->pl, wo = g->wo;
+    const float *wr[3] = {g->wb, g->wb + g->wsy, g->wb + 2 * g->wsy};
+    long ox = 0;
+    for (; ox < oxa; ox++) {
+        border_blk(g, rows, wr, 3, ox, yrow + ox * C, rbase + ox, c, m, full);
+        border_blk(g, rows + 1, wr, 3, ox, yrow + (wo + ox) * C, rbase + wo + ox, c, m, full);
+    }
+    for (; ox + 8 <= oxb; ox += 8) tile2(g, rows, g->wb, ox - pl, yrow + ox * C, rbase + ox, c, m, full, 8);
+    for (; ox + 4 <= oxb; ox += 4) tile2(g, rows, g->wb, ox - pl, yrow + ox * C, rbase + ox, c, m, full, 4);
+    for (; ox < oxb; ox++) tile2(g, rows, g->wb, ox - pl, yrow + ox * C, rbase + ox, c, m, full, 1);
+    for (; ox < wo; ox++) {
+        border_blk(g, rows, wr, 3, ox, yrow + ox * C, rbase + ox, c, m, full);
+        border_blk(g, rows + 1, wr, 3, ox, yrow + (wo + ox) * C, rbase + wo + ox, c, m, full);
+    }
+}
+
+/* Rows oy and oy + 1 of image n, both with all three source rows inside. */
+static void conv_row2(const geo *g, long n, long oy)
+{
+    const long C = g->C;
+    long iy0 = oy - g->pt;
+    const float *rows[4];
+    for (int i = 0; i < 4; i++) rows[i] = g->src + (n * g->hs + iy0 + i) * g->ws * C;
+    long rbase = (n * g->ho + oy) * g->wo;
+    float *yrow = g->dst + rbase * C;
+    long oxa, oxb;
+    interior_cols(g, &oxa, &oxb);
+    long c = 0;
+    for (; c < g->cfull; c += 16) row2_blk(g, rows, oxa, oxb, yrow, rbase, c, 0xFFFF, 1);
+    if (c < C) row2_blk(g, rows, oxa, oxb, yrow, rbase, c, g->tail, 0);
 }
 
 static void conv_rows(const geo *g, long r0, long r1)
 {
     for (long r = r0; r < r1; r++) {
         long n = r / g->ho, oy = r % g->ho;
-        if (g->K == 3 && g->S == 1) conv_row(g, n, oy, 3, 1);
-        else if (g->K == 3 && g->S == 2) conv_row(g, n, oy, 3, 2);
-        else if (g->K == 5 && g->S == 1) conv_row(g, n, oy, 5, 1);
-        else conv_row(g, n, oy, 5, 2);
+        if (g->K == 3 && g->S == 1) {
+            long iy0 = oy - g->pt;
+            if (r + 1 < r1 && oy + 1 < g->ho && iy0 >= 0 && iy0 + 4 <= g->hs) {
+                conv_row2(g, n, oy);
+                r++;
+            } else {
+                conv_row(g, n, oy, 3, 1);
+            }
+        } else if (g->K == 3 && g->S == 2) {
+            conv_row(g, n, oy, 3, 2);
+        } else if (g->K == 5 && g->S == 1) {
+            conv_row(g, n, oy, 5, 1);
+        } else {
+            conv_row(g, n, oy, 5, 2);
+        }
     }
 }
 

@@ -317,6 +317,42 @@ static K_NOINLINE void gemm_rect_fallback(const gemm_prob *p, long m0, long m1, 
     }
 }
 
+/* In-place residual (ep->residual == C) with several K blocks: the first
+ * block's partial sums would overwrite the residual before the last block
+ * reads it, so each tile saves its residual first and runs all its K blocks
+ * back to back.  Same micro-kernel calls, hence the same bits. */
+static K_NOINLINE void gemm_rect_inplace(const gemm_prob *p, long m0, long m1, long n0, long n1)
+{
+    _Alignas(64) float ap[MR_MAX * KC_MAX];
+    _Alignas(64) float bp[KC_MAX * NR_MAX];
+    _Alignas(64) float rt[MR_MAX * NR_MAX];
+    const int MR = p->u->mr, NR = p->u->nr;
+    k_ukr_args a;
+    for (long i = m0; i < m1; i += MR) {
+        int mr = (int)(m1 - i < MR ? m1 - i : MR);
+        for (long j = n0; j < n1; j += NR) {
+            int nr = (int)(n1 - j < NR ? n1 - j : NR);
+            for (int r = 0; r < mr; r++) memcpy(rt + r * NR, p->C + (i + r) * p->ldc + j, (size_t)nr * sizeof(float));
+            for (long pc = 0; pc < p->K; pc += p->kcs) {
+                long kc = p->K - pc < p->kcs ? p->K - pc : p->kcs;
+                tile_args(p, &a, i, j, mr, nr, pc, kc);
+                a.res = rt;
+                a.ldr = NR;
+                a_panel(p, &a, i, mr, pc, kc, 1, ap);
+                if (!p->tb && nr == NR) {
+                    a.B = p->B + pc * p->ldb + j;
+                    a.b_ks = p->ldb;
+                } else {
+                    pack_b(p, pc, kc, j, nr, bp);
+                    a.B = bp;
+                    a.b_ks = NR;
+                }
+                p->u->run(&a);
+            }
+        }
+    }
+}
+
 /* One thread's rectangle [m0, m1) x [n0, n1) of C.  Operands are read in
  * place where their layout already suits the kernel -- row-major A (its
  * MR x kc panel stays in L1 over the jr sweep) and non-transposed B (rows
@@ -325,6 +361,10 @@ static K_NOINLINE void gemm_rect_fallback(const gemm_prob *p, long m0, long m1, 
 static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
 {
     if (m0 >= m1 || n0 >= n1) return;
+    if (p->ep && p->ep->residual == p->C && p->K > p->kcs) {
+        gemm_rect_inplace(p, m0, m1, n0, n1);
+        return;
+    }
     const int MR = p->u->mr, NR = p->u->nr;
     const long kcs = p->kcs;
     long ncs = p->ncs;

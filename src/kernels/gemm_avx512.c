@@ -81,7 +81,6 @@ static void write_tile(const k_ukr_args *a, const float *tile, int nv)
  * (A(r,k) = A[r + k*a_cs]).  Both are compile-time after inlining. */
 K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
 {
-    _Alignas(64) float tile[MR * NR];
     ROWS(DECL)
     const float *A = a->A, *B = a->B;
     const long kc = a->kc, bks = a->b_ks;
@@ -124,6 +123,22 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
         }
 #undef FMA_COL
     }
+    if (a->mr == MR && a->nr == (nv == 1 ? 16 : nv == 3 ? 24 : 32)) {
+        /* Full tile: finish straight from the registers. */
+        const __mmask16 mh = nv == 3 ? (__mmask16)0xFF : (__mmask16)0xFFFF;
+        float *C = a->C;
+        const long ldc = a->ldc;
+#define FINISH(r)                                                                                                   \
+    _mm512_storeu_ps(C + r * ldc, finish(a, c##r##a, C + r * ldc, r, 0, (__mmask16)0xFFFF));                        \
+    if (nv == 2) _mm512_storeu_ps(C + r * ldc + 16, finish(a, c##r##b, C + r * ldc + 16, r, 16, (__mmask16)0xFFFF)); \
+    if (nv == 3)                                                                                                    \
+        _mm512_mask_storeu_ps(C + r * ldc + 16, mh,                                                                 \
+                              finish(a, _mm512_castps256_ps512(c##r##h), C + r * ldc + 16, r, 16, mh));
+        ROWS(FINISH)
+#undef FINISH
+        return;
+    }
+    _Alignas(64) float tile[MR * NR];
     ROWS(STORE)
     write_tile(a, tile, nv);
 }

@@ -76,6 +76,10 @@ typedef void (*k_pack_a_fn)(const void *ctx, long i0, int mr, long pc, long kc, 
 void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void *ctx, const float *B, long ldb,
                    float beta, float *C, long ldc, const k_epilogue *ep);
 
+/* k_sgemm and the convolutions accept ep->residual == C (same pointer and
+ * stride: an in-place residual add); any other overlap of residual and C is
+ * not allowed. */
+
 /* Test hook: nonzero makes k_sgemm behave as if its packing buffer could not
  * be allocated, so that the fallback path can be compared bit for bit. */
 extern int k_gemm_test_no_buffer;

@@ -55,7 +55,7 @@ static int round_filters(int c, float width)
 
 static int round_repeats(int r, float depth)
 {
-    return (int)ceil((double)depth * r - 1e-9);
+    return (int)ceil((double)depth * r - 1e-5); /* float multipliers: 1.2f * 5 must give 6 */
 }
 
 static env2_status parse_stage(const char *s, size_t len, stage_def *st, env2_err *e)
