@@ -92,6 +92,7 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)
 
+$(BUILD)/test/test_data: tools/cmd_train.c tools/env2_cli.h
 $(BUILD)/test/%: test/%.c test/harness.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itest -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)

@@ -118,6 +118,8 @@ static void check_eval(env2_model *m)
  * to the loss runs into another batch norm has a gradient that is zero in
  * exact arithmetic; both sides then hold rounding noise, so such tensors are
  * judged against 1e-3 of the largest gradient in the model instead. */
+static float *model_tensor(env2_model *m, const char *name, int64_t *cnt, st_file *saved);
+
 static double rel_to_floor(const float *a, const float *b, int64_t n, double floor)
 {
     double md = 0, mb = 0;
@@ -213,6 +215,44 @@ static void check_grads(env2_model *m)
     CHECK_MSG(p - g == np, "%s: gradient count %lld vs %lld", fixture, (long long)(p - g), (long long)np);
     CHECK_MSG(worst <= 1e-4, "%s: worst gradient %s off by %.3g of its max", fixture, worst_name, worst);
     CHECK(checked > 10);
+    env2_trainer_destroy(t);
+
+    /* BN running statistics after one training forward (momentum 0.1,
+     * unbiased batch variance): a step with learning rate 0 moves only them */
+    env2_trainer_options_init(&to);
+    to.optimizer = ENV2_OPT_SGD;
+    to.lr = 0;
+    to.weight_decay = 0;
+    to.lr_schedule = ENV2_LR_CONSTANT;
+    CHECK_EQ_INT(env2_trainer_create(&t, m, &to), ENV2_OK);
+    CHECK_EQ_INT(env2_train_step(t, x, n, h, w, ENV2_LAYOUT_NCHW, labels, NULL, NULL, NULL), ENV2_OK);
+    void *buf = NULL;
+    size_t len = 0;
+    st_file saved;
+    env2_err e;
+    memset(&saved, 0, sizeof saved);
+    CHECK_EQ_INT(env2_model_save_memory(m, &buf, &len), ENV2_OK);
+    CHECK_EQ_INT(st_open_memory(&saved, buf, len, &e), ENV2_OK);
+    int stats = 0;
+    double worst_stat = 0;
+    for (int i = 0; i < F.count; i++) {
+        const char *nm = F.tensors[i].name;
+        if (strncmp(nm, "train1.", 7)) continue;
+        int64_t cnt = 0, cr;
+        float *mine = model_tensor(m, nm + 7, &cnt, &saved), *ref = get(nm, &cr);
+        if (!mine || !ref || cnt != cr) {
+            CHECK_MSG(0, "%s: %s missing or mis-sized", fixture, nm);
+        } else {
+            double rel = test_max_rel_diff(mine, ref, cnt);
+            if (rel > worst_stat) worst_stat = rel;
+            stats++;
+        }
+        free(mine);
+        free(ref);
+    }
+    CHECK_MSG(stats > 10 && worst_stat <= 1e-4, "%s: %d BN statistics, worst off by %.3g", fixture, stats, worst_stat);
+    st_close(&saved);
+    env2_free(buf);
     free(g);
     free(x);
     free(lf);

@@ -8,6 +8,8 @@
 #include "efficientnetv2.h"
 #include "harness.h"
 
+extern long env2_alloc_count; /* internal counter of src/core/common.c */
+
 static const char *ARCH = "r1_k3_s1_e1_i16_o16_c1 r1_k3_s2_e4_i16_o24_c1 r2_k3_s2_e4_i24_o32_se0.25";
 enum { N = 6, S = 16, K = 4 };
 
@@ -214,6 +216,27 @@ static void check_bad_input(void)
     env2_model_destroy(m);
 }
 
+/* after a step at each size has been taken, further steps allocate nothing */
+static void check_no_alloc(void)
+{
+    env2_model *m = mk(2);
+    env2_trainer *t = mkt(m, ENV2_OPT_RMSPROP_TF, 0.99f);
+    CHECK_EQ_INT(run(t, 0, 3, NULL), 0); /* sizes 16 and 24 seen */
+    long before = env2_alloc_count;
+    CHECK_EQ_INT(run(t, 3, 9, NULL), 0);
+    CHECK_EQ_INT(env2_alloc_count - before, 0);
+    float x[N * S * S], y[N * K];
+    int32_t lab[N];
+    batch(1, S, x, lab);
+    CHECK_EQ_INT(env2_trainer_evaluate(t, x, N, S, S, ENV2_LAYOUT_NCHW, 1, y), ENV2_OK);
+    before = env2_alloc_count;
+    CHECK_EQ_INT(env2_trainer_evaluate(t, x, N, S, S, ENV2_LAYOUT_NCHW, 1, y), ENV2_OK);
+    CHECK_EQ_INT(env2_forward(m, x, N, S, S, ENV2_LAYOUT_NCHW, y), ENV2_OK);
+    CHECK_EQ_INT(env2_alloc_count - before, 0);
+    env2_trainer_destroy(t);
+    env2_model_destroy(m);
+}
+
 static void check_lr_schedule(void)
 {
     env2_model *m = mk(1);
@@ -250,5 +273,6 @@ int main(void)
     check_determinism_and_resume();
     check_bad_input();
     check_lr_schedule();
+    check_no_alloc();
     return test_summary();
 }

@@ -51,9 +51,11 @@ static _Thread_local env2_err tls_err;
 env2_err *env2_tls_err(void) { return &tls_err; }
 
 long env2_fail_alloc_after = -1;
+long env2_alloc_count = 0;
 
 static int alloc_should_fail(void)
 {
+    env2_alloc_count++;
     if (env2_fail_alloc_after < 0) return 0;
     if (env2_fail_alloc_after == 0) return 1;
     env2_fail_alloc_after--;

@@ -49,6 +49,7 @@ void *env2_aligned_alloc(size_t bytes);     /* zero-initialised */
 void env2_aligned_free(void *p);
 void env2_free(void *p);
 extern long env2_fail_alloc_after;           /* -1 = never fail */
+extern long env2_alloc_count;                /* allocations so far (tests: steady state allocates nothing) */
 char *env2_strdup(const char *s);
 
 /* ---- threads -------------------------------------------------------------
