@@ -10,6 +10,7 @@
 
 #include "efficientnetv2.h"
 #include "env2_cli.h"
+#include "profile.h"
 
 static double now(void)
 {
@@ -27,7 +28,7 @@ static int cmp_d(const void *a, const void *b)
 int cmd_bench(int argc, char **argv)
 {
     const char *arch = NULL;
-    int size = 0, batch = 1, threads = 0, runs = 10, warmup = 2, train = 0, classes = 1000, in_ch = 3;
+    int size = 0, batch = 1, threads = 0, runs = 10, warmup = 2, train = 0, classes = 1000, in_ch = 3, profile = 0;
     const char *stem = NULL, *head = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -42,6 +43,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--head") && i + 1 < argc) head = argv[++i];
         else if (!strcmp(a, "--arch") && i + 1 < argc) arch = argv[++i];
         else if (!strcmp(a, "--train")) train = 1;
+        else if (!strcmp(a, "--profile")) profile = 1;
         else if (a[0] != '-' && !arch) arch = a;
         else {
             fprintf(stderr, "env2 bench: unknown argument: %s\n", a);
@@ -49,7 +51,7 @@ int cmd_bench(int argc, char **argv)
         }
     }
     if (!arch || runs < 1 || batch < 1 || threads < 0) {
-        fprintf(stderr, "usage: env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--train]\n");
+        fprintf(stderr, "usage: env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--train] [--profile]\n");
         return 2;
     }
     env2_model_options o;
@@ -90,6 +92,10 @@ int cmd_bench(int argc, char **argv)
         }
     }
     for (int r = -warmup; r < runs; r++) {
+        if (r == 0 && profile) {
+            env2_prof_reset();
+            env2_prof_on = 1;
+        }
         double t0 = now();
         env2_status s = train ? env2_train_step(tr, x, batch, size, size, ENV2_LAYOUT_NCHW, labels, NULL, NULL, NULL)
                               : env2_forward(m, x, batch, size, size, ENV2_LAYOUT_NCHW, y);
@@ -101,6 +107,9 @@ int cmd_bench(int argc, char **argv)
         }
         if (r >= 0) t[r] = dt;
     }
+    env2_prof_on = 0;
+    double total_run = 0;
+    for (int r = 0; r < runs; r++) total_run += t[r];
     qsort(t, (size_t)runs, sizeof *t, cmp_d);
     double med = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
     int64_t macs = 0;
@@ -113,6 +122,19 @@ int cmd_bench(int argc, char **argv)
            "\"gflops\": %.1f, \"peak_rss_mib\": %.1f, \"build\": \"%s\"}\n",
            env2_model_arch(m), train ? "train" : "infer", batch, size, env2_model_threads(m), runs, med * 1e3,
            t[0] * 1e3, t[runs - 1] * 1e3, batch / med, flops / med / 1e9, ru.ru_maxrss / 1024.0, env2_build_info());
+    if (profile) {
+        /* per-family time per run; the remainder is framework overhead */
+        double acc = 0;
+        printf("%-26s %10s %7s %8s\n", "kernel family", "ms/run", "share", "calls");
+        for (int f = 0; f < PROF_COUNT; f++) {
+            if (!env2_prof_calls[f] && env2_prof_sec[f] == 0) continue;
+            acc += env2_prof_sec[f];
+            printf("%-26s %10.3f %6.1f%% %8ld\n", env2_prof_name(f), env2_prof_sec[f] * 1e3 / runs,
+                   100.0 * env2_prof_sec[f] / total_run, env2_prof_calls[f] / runs);
+        }
+        printf("%-26s %10.3f %6.1f%%\n", "other (untimed)", (total_run - acc) * 1e3 / runs,
+               100.0 * (total_run - acc) / total_run);
+    }
 out:
     env2_trainer_destroy(tr);
     env2_model_destroy(m);

@@ -3,7 +3,7 @@
  *   env2 init VARIANT --seed S -o W        random initialization to safetensors
  *   env2 forward VARIANT --weights W --input X.npy --output Y.npy [...]
  *   env2 grad VARIANT --weights W --input X.npy --labels L.npy -o G.safetensors
- *   env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R]
+ *   env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--profile]
  *   env2 train | eval | predict | schedule (tools/cmd_train.c)
  *   env2 --version */
 #include <stdio.h>
@@ -350,7 +350,7 @@ static void usage(FILE *f)
             "  forward VARIANT --weights W --input X.npy --output Y.npy [--threads N] [--nhwc]\n"
             "          [--classes K] [--in-channels C] [--padding same|symmetric] [--arch STAGES --stem C --head C]\n"
             "  grad VARIANT --weights W --input X.npy --labels L.npy -o G.safetensors [--label-smoothing S]\n"
-            "  bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--train]\n"
+            "  bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--train] [--profile]\n"
             "  train ...    progressive-learning training (env2 train --help)\n"
             "  eval ...     evaluate a saved model on a dataset\n"
             "  predict ...  classify images\n"

@@ -7,6 +7,7 @@
 
 #include "io/io.h"
 #include "model/model.h"
+#include "profile.h"
 
 /* Records a failure for both the thread (env2_last_error) and the handle. */
 static env2_status fail_m(env2_model *m, env2_status code, const char *fmt, ...) ENV2_PRINTF(3, 4);
@@ -263,7 +264,7 @@ static env2_status to_nhwc(env2_model *m, const float *images, int n, int h, int
         m->inbuf = b;
         m->in_floats = need;
     }
-    k_nchw_to_nhwc(model_threads(m), n, m->in_ch, h, w, images, m->inbuf);
+    PROF(PROF_LAYOUT, k_nchw_to_nhwc(model_threads(m), n, m->in_ch, h, w, images, m->inbuf));
     *x = m->inbuf;
     return ENV2_OK;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "profile.h"
 
 typedef struct infer_plan {
     size_t act;      /* floats of the largest activation */
@@ -53,8 +54,9 @@ static void run_conv(const env2_model *m, const float *params, const convbn *c, 
     conv_shape(m, c, n, *h, *w, &s);
     k_epilogue ep = {model_fold_scale(m, c), model_fold_shift(m, c), c->act ? K_ACT_SILU : K_ACT_NONE, residual,
                      c->co};
-    if (c->kind == T_DW) k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep);
-    else k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws);
+    if (c->kind == T_DW) PROF(PROF_DWCONV, k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep));
+    else if (c->k == 1 && c->stride == 1) PROF(PROF_CONV1X1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
+    else PROF(PROF_CONVKXK, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
     *h = s.ho;
     *w = s.wo;
 }
@@ -118,8 +120,9 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
             run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, a, NULL, cws);
             const float *proj_in = a;
             if (bl->se) {
-                k_se_fwd(nt, n, (long)oh * ow, bl->mid, bl->se, a, params + bl->se_w1, params + bl->se_b1,
-                         params + bl->se_w2, params + bl->se_b2, bb, NULL, NULL, NULL, sws);
+                PROF(PROF_SE, k_se_fwd(nt, n, (long)oh * ow, bl->mid, bl->se, a, params + bl->se_w1,
+                                       params + bl->se_b1, params + bl->se_w2, params + bl->se_b2, bb, NULL, NULL,
+                                       NULL, sws));
                 proj_in = bb;
             }
             float *out = proj_in == a ? bb : a;
@@ -132,7 +135,7 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
     }
     float *hb = buf[(cur + 1) % 3];
     run_conv(m, params, &m->head, nt, n, &H, &W, buf[cur], hb, NULL, cws);
-    k_gap_fwd(nt, n, (long)H * W, m->arch.head, hb, pooled);
-    k_fc_fwd(nt, n, m->arch.head, m->classes, pooled, params + m->fc_w, params + m->fc_b, logits);
+    PROF(PROF_HEAD, k_gap_fwd(nt, n, (long)H * W, m->arch.head, hb, pooled);
+         k_fc_fwd(nt, n, m->arch.head, m->classes, pooled, params + m->fc_w, params + m->fc_b, logits));
     return ENV2_OK;
 }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "profile.h"
 #include "trainer.h"
 
 size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base);
@@ -181,18 +182,21 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks, int un
         case N_CONV: {
             const convbn *c = nd->cb;
             long rows = (long)n * nd->sh.ho * nd->sh.wo;
-            if (c->kind == T_DW) k_dwconv_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL);
-            else k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws);
-            k_bn_fwd_train(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, m->bn_eps, nd->a, nd->mean,
-                           nd->rstd, nd->varu);
-            if (c->act) k_silu_fwd(nt, rows * c->co, nd->a, nd->a);
+            if (c->kind == T_DW) PROF(PROF_DWCONV, k_dwconv_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL));
+            else if (c->k == 1 && c->stride == 1)
+                PROF(PROF_CONV1X1, k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
+            else PROF(PROF_CONVKXK, k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
+            PROF(PROF_BN, k_bn_fwd_train(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, m->bn_eps, nd->a,
+                                         nd->mean, nd->rstd, nd->varu));
+            if (c->act) PROF(PROF_ACT, k_silu_fwd(nt, rows * c->co, nd->a, nd->a));
             break;
         }
         case N_SE: {
             const block_def *bl = nd->bl;
             long hw = (long)(nd - 1)->sh.ho * (nd - 1)->sh.wo;
-            k_se_fwd(nt, n, hw, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_b1, params + bl->se_w2,
-                     params + bl->se_b2, nd->a, nd->pooled, nd->hid, nd->gate, t->se_ws);
+            PROF(PROF_SE, k_se_fwd(nt, n, hw, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_b1,
+                                   params + bl->se_w2, params + bl->se_b2, nd->a, nd->pooled, nd->hid, nd->gate,
+                                   t->se_ws));
             break;
         }
         case N_BEGIN:
@@ -212,10 +216,10 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks, int un
                 nd->mask[s] = f;
             }
             if (drop) {
-                k_scale_rows(nt, n, per, nd->z, nd->mask, nd->a);
-                k_add(nt, (long)n * per, nd->a, nd->in, nd->a);
+                PROF(PROF_RESID, k_scale_rows(nt, n, per, nd->z, nd->mask, nd->a);
+                     k_add(nt, (long)n * per, nd->a, nd->in, nd->a));
             } else {
-                k_add(nt, (long)n * per, nd->z, nd->in, nd->a);
+                PROF(PROF_RESID, k_add(nt, (long)n * per, nd->z, nd->in, nd->a));
             }
             break;
         }
@@ -223,6 +227,7 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks, int un
     }
     const tnode *last = &t->nodes[t->nnodes - 1];
     int hd = m->arch.head;
+    double prof_t0 = env2_prof_on ? env2_prof_now() : 0;
     k_gap_fwd(nt, n, (long)last->sh.ho * last->sh.wo, hd, last->a, t->head_pooled);
     float p = train_masks ? t->dropout : 0.0f;
     for (long i = 0; i < (long)n * hd; i++) {
@@ -235,6 +240,7 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks, int un
         t->head_drop[i] = t->head_pooled[i] * f;
     }
     k_fc_fwd(nt, n, hd, m->classes, t->head_drop, params + m->fc_w, params + m->fc_b, t->logits);
+    if (env2_prof_on) env2_prof_sec[PROF_HEAD] += env2_prof_now() - prof_t0;
 }
 
 void graph_backward(env2_trainer *t, const float *params)
@@ -243,11 +249,13 @@ void graph_backward(env2_trainer *t, const float *params)
     int nt = model_threads(m), n = t->n, hd = m->arch.head;
     float *G = t->gbuf[0], *G2 = t->gbuf[1], *S = t->gbuf[2], *T = t->gbuf[3], *T2 = t->tmp;
     float *grads = t->grads;
+    double prof_t0 = env2_prof_on ? env2_prof_now() : 0;
     k_fc_bwd(nt, n, hd, m->classes, t->head_drop, params + m->fc_w, t->dlogits, t->dpooled, grads + m->fc_w,
              grads + m->fc_b);
     for (long i = 0; i < (long)n * hd; i++) t->dpooled[i] *= t->head_mask[i];
     const tnode *last = &t->nodes[t->nnodes - 1];
     k_gap_bwd(nt, n, (long)last->sh.ho * last->sh.wo, hd, t->dpooled, G);
+    if (env2_prof_on) env2_prof_sec[PROF_HEAD] += env2_prof_now() - prof_t0;
     for (int i = t->nnodes - 1; i >= 0; i--) {
         const tnode *nd = &t->nodes[i];
         switch (nd->type) {
@@ -256,19 +264,20 @@ void graph_backward(env2_trainer *t, const float *params)
             long rows = (long)n * nd->sh.ho * nd->sh.wo;
             const float *dy = G;
             if (c->act) {
-                bn_apply(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, nd->mean, nd->rstd, T);
-                k_silu_bwd(nt, rows * c->co, T, G, T2);
+                PROF(PROF_BN, bn_apply(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, nd->mean,
+                                       nd->rstd, T));
+                PROF(PROF_ACT, k_silu_bwd(nt, rows * c->co, T, G, T2));
                 dy = T2;
             }
             /* dz lands in T (the recomputed BN output is no longer needed) */
-            k_bn_bwd(nt, rows, c->co, nd->z, dy, params + c->gamma, nd->mean, nd->rstd, T, grads + c->gamma,
-                     grads + c->beta);
+            PROF(PROF_BN, k_bn_bwd(nt, rows, c->co, nd->z, dy, params + c->gamma, nd->mean, nd->rstd, T,
+                                   grads + c->gamma, grads + c->beta));
             if (c->kind == T_DW) {
-                k_dwconv_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w);
-                if (i > 0) k_dwconv_bwd_data(nt, &nd->sh, T, params + c->w, G2);
+                PROF(PROF_DW_BWD, k_dwconv_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w);
+                     if (i > 0) k_dwconv_bwd_data(nt, &nd->sh, T, params + c->w, G2));
             } else {
-                k_conv2d_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w, t->conv_ws);
-                if (i > 0) k_conv2d_bwd_data(nt, &nd->sh, T, params + c->w, G2, t->conv_ws);
+                PROF(PROF_CONV_BWD, k_conv2d_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w, t->conv_ws);
+                     if (i > 0) k_conv2d_bwd_data(nt, &nd->sh, T, params + c->w, G2, t->conv_ws));
             }
             float *sw = G;
             G = G2;
@@ -278,9 +287,9 @@ void graph_backward(env2_trainer *t, const float *params)
         case N_SE: {
             const block_def *bl = nd->bl;
             long hw = (long)(nd - 1)->sh.ho * (nd - 1)->sh.wo;
-            k_se_bwd(nt, n, hw, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_w2, nd->pooled, nd->hid,
-                     nd->gate, G, G2, grads + bl->se_w1, grads + bl->se_b1, grads + bl->se_w2, grads + bl->se_b2,
-                     t->se_ws);
+            PROF(PROF_SE, k_se_bwd(nt, n, hw, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_w2,
+                                   nd->pooled, nd->hid, nd->gate, G, G2, grads + bl->se_w1, grads + bl->se_b1,
+                                   grads + bl->se_w2, grads + bl->se_b2, t->se_ws));
             float *sw = G;
             G = G2;
             G2 = sw;
@@ -288,12 +297,12 @@ void graph_backward(env2_trainer *t, const float *params)
         }
         case N_RESID: {
             long per = nd->count / n;
-            memcpy(S, G, (size_t)n * per * sizeof(float));
-            k_scale_rows(nt, n, per, G, nd->mask, G);
+            PROF(PROF_RESID, memcpy(S, G, (size_t)n * per * sizeof(float));
+                 k_scale_rows(nt, n, per, G, nd->mask, G));
             break;
         }
         case N_BEGIN: {
-            k_add(nt, nd->count, G, S, G);
+            PROF(PROF_RESID, k_add(nt, nd->count, G, S, G));
             break;
         }
         }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "io/io.h"
+#include "profile.h"
 #include "trainer.h"
 
 size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base);
@@ -291,10 +292,11 @@ static env2_status forward_loss(env2_trainer *t, const float *images, int32_t n,
     size_t count = (size_t)n * h * w * m->in_ch;
     if (!all_finite(images, count)) return env2_fail(&t->err, ENV2_E_NUMERIC, "the images contain NaN or Inf");
     if ((s = reshape(t, n, h, w))) return s;
-    if (layout == ENV2_LAYOUT_NCHW) k_nchw_to_nhwc(model_threads(m), n, m->in_ch, h, w, images, t->xin);
-    else memcpy(t->xin, images, count * sizeof(float));
+    if (layout == ENV2_LAYOUT_NCHW) PROF(PROF_LAYOUT, k_nchw_to_nhwc(model_threads(m), n, m->in_ch, h, w, images, t->xin));
+    else PROF(PROF_LAYOUT, memcpy(t->xin, images, count * sizeof(float)));
     graph_forward(t, m->params, train_masks, 0);
-    double l = k_xent(n, K, t->logits, labels, targets, t->smoothing, t->dlogits, correct);
+    double l = 0;
+    PROF(PROF_HEAD, l = k_xent(n, K, t->logits, labels, targets, t->smoothing, t->dlogits, correct));
     if (!isfinite(l)) return env2_fail(&t->err, ENV2_E_NUMERIC, "the loss is %g (diverged?)", l);
     *loss = l;
     return ENV2_OK;
@@ -419,10 +421,8 @@ ENV2_API env2_status env2_train_step(env2_trainer *t, const float *images, int32
     float gscale = 1.0f;
     double norm = sqrt(sq);
     if (t->o.clip_grad_norm > 0 && norm > t->o.clip_grad_norm) gscale = (float)(t->o.clip_grad_norm / (norm + 1e-6));
-    optimizer_update(t, lr_at(t, t->step), gscale);
-    update_bn_stats(t);
-    t->step++;
-    ema_update(t);
+    PROF(PROF_OPTIM, optimizer_update(t, lr_at(t, t->step), gscale); update_bn_stats(t); t->step++;
+         ema_update(t));
     m->fold_dirty = 1;
     if (loss) *loss = (float)l;
     if (correct) *correct = cor;
