@@ -173,7 +173,7 @@ def bn_modules(model):
 
 
 @torch.no_grad()
-def randomize_bn(model, calib_input, gen, shift=0.1, log_var_range=0.3):
+def randomize_bn(model, calib_input, gen, shift=0.1, log_var_range=0.3, proj_gamma=None):
     """Randomize BN affine params and set realistic, perturbed running stats.
 
     gamma ~ U(0.5, 1.5), beta ~ N(0, 0.2).  Running stats are calibrated in one
@@ -181,10 +181,23 @@ def randomize_bn(model, calib_input, gen, shift=0.1, log_var_range=0.3):
     (unbiased) variance of its actual input, given the already-perturbed
     earlier layers, and sets running_mean = mean + shift*std*N(0,1),
     running_var = var*exp(U(-r, r)).  So the eval path sees stats that differ
-    from the batch's (exercising them) without compounding blow-ups in depth."""
+    from the batch's (exercising them) without compounding blow-ups in depth.
+
+    proj_gamma=(lo, hi): gamma ~ U(lo, hi) instead for the BNs without a
+    following activation (the projection BN closing each block), i.e. smaller
+    residual branches; deep random networks (V2-M/L) otherwise amplify any
+    input that differs from the calibration batch from block to block."""
     bns = bn_modules(model)
+    proj = set()
+    if proj_gamma is not None:
+        proj = {id(seq[-1]) for seq in model.modules()
+                if isinstance(seq, nn.Sequential) and len(seq) == 2 and isinstance(seq[-1], nn.BatchNorm2d)}
     for _, m in bns:
-        m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+        if id(m) in proj:
+            lo, hi = proj_gamma
+            m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * (hi - lo) + lo)
+        else:
+            m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
         m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
     noise = {}
     for name, m in bns:
