@@ -6,9 +6,10 @@
  *
  *   for jc in N step NC           B block kc x NC stays in L2 (~512 KiB)
  *     for pc in K step kc         kc depends on K only
- *       pack B[pc.., jc..]        NR-wide panels, zero padded
+ *       B block: rows read in place, or packed into NR-wide zero-padded
+ *                panels (transposed B, partial panels)
  *       for ir in M step MR       A micro-panel MR x kc stays in L1
- *         A panel: read in place (row-major A) or packed
+ *         A panel: read in place, packed, or gathered by a provider
  *         for jr in NC step NR    micro-kernel on the MR x NR tile
  *
  * Determinism: every C element is produced by one micro-kernel call per K
@@ -209,6 +210,9 @@ static void pack_a(const gemm_prob *p, long i0, int mr, long pc, long kc, float 
         }
         for (int r = mr; r < MR; r++)
             for (long k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
+    } else if (mr == MR_MAX && MR == MR_MAX) {
+        /* fixed-size copies compile to a few vector moves */
+        for (long k = 0; k < kc; k++) memcpy(dst + k * MR_MAX, p->A + (pc + k) * p->lda + i0, MR_MAX * sizeof(float));
     } else {
         for (long k = 0; k < kc; k++) {
             const float *s = p->A + (pc + k) * p->lda + i0;
@@ -226,11 +230,9 @@ static void pack_b(const gemm_prob *p, long pc, long kc, long j0, int nr, float 
     const int NR = p->u->nr;
     if (!p->tb) {
         for (long k = 0; k < kc; k++) {
-            const float *s = p->B + (pc + k) * p->ldb + j0;
             float *d = dst + k * NR;
-            int j = 0;
-            for (; j < nr; j++) d[j] = s[j];
-            for (; j < NR; j++) d[j] = 0.0f;
+            memcpy(d, p->B + (pc + k) * p->ldb + j0, (size_t)nr * sizeof(float));
+            if (nr < NR) memset(d + nr, 0, (size_t)(NR - nr) * sizeof(float));
         }
     } else {
         /* B is stored [N][K]: walk each source row contiguously. */
@@ -356,8 +358,9 @@ static K_NOINLINE void gemm_rect_inplace(const gemm_prob *p, long m0, long m1, l
 /* One thread's rectangle [m0, m1) x [n0, n1) of C.  Operands are read in
  * place where their layout already suits the kernel -- row-major A (its
  * MR x kc panel stays in L1 over the jr sweep) and non-transposed B (rows
- * of NR floats) -- which measured faster than packing them on the shapes of
- * the network; transposed operands, partial panels and provider A are packed. */
+ * of NR floats) when many row tiles reuse it -- which measured faster than
+ * packing them on the shapes of the network; transposed operands, partial
+ * panels and provider A are packed. */
 static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
 {
     if (m0 >= m1 || n0 >= n1) return;
@@ -367,8 +370,10 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
     }
     const int MR = p->u->mr, NR = p->u->nr;
     const long kcs = p->kcs;
-    long ncs = p->ncs;
-    if (ncs > n1 - n0) ncs = ((n1 - n0 + NR - 1) / NR) * NR;
+    /* Equal N blocks (512 columns as 256 + 256, not 320 + 192): A panels are
+     * fetched once per block.  N blocking does not change any sum. */
+    long nblk = (n1 - n0 + p->ncs - 1) / p->ncs, ncs = (n1 - n0 + nblk - 1) / nblk;
+    ncs = (ncs + NR - 1) / NR * NR;
     const long apan = ((long)MR * kcs + 15) & ~15L;
     float *buf = tl_buffer((size_t)(apan + kcs * ncs));
     if (!buf) {
@@ -376,6 +381,11 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
         return;
     }
     float *ap = buf, *bblk = buf + apan;
+    /* B read in place is strided; when it is used by few row tiles or is
+     * long (K >= 2048: weight gradients, where B is an activation streaming
+     * from memory) that measured 10-20% slower than one sequential copy.
+     * Otherwise in place wins by a few percent. */
+    const int pack_all_b = p->tb || (m1 - m0 + MR - 1) / MR <= 8 || p->K >= 2048;
     k_ukr_args a;
     for (long jc = n0; jc < n1; jc += ncs) {
         long nc = n1 - jc < ncs ? n1 - jc : ncs;
@@ -383,7 +393,7 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
             long kc = p->K - pc < kcs ? p->K - pc : kcs;
             for (long j = jc; j < jc + nc; j += NR) {
                 int nr = (int)(jc + nc - j < NR ? jc + nc - j : NR);
-                if (p->tb || nr < NR) pack_b(p, pc, kc, j, nr, bblk + (j - jc) * kc);
+                if (pack_all_b || nr < NR) pack_b(p, pc, kc, j, nr, bblk + (j - jc) * kc);
             }
             for (long i = m0; i < m1; i += MR) {
                 int mr = (int)(m1 - i < MR ? m1 - i : MR);
@@ -396,7 +406,7 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
                     a.A = Ap;
                     a.a_rs = rs;
                     a.a_cs = cs;
-                    if (!p->tb && nr == NR) {
+                    if (!pack_all_b && nr == NR) {
                         a.B = p->B + pc * p->ldb + j;
                         a.b_ks = p->ldb;
                     } else {
@@ -411,8 +421,8 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
 }
 
 /* Splits the tile grid into pm x pn rectangles for nth threads, minimizing
- * an estimate of the slowest thread's time: its FMAs plus the packing it
- * repeats (transposed B per rectangle, A panels per N block). */
+ * an estimate of the slowest thread's time: its FMAs plus the operand
+ * traffic and packing it repeats (B per rectangle, A per N block). */
 static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, int *pn)
 {
     double best = -1;
@@ -424,9 +434,12 @@ static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, 
         if (b > tn) b = (int)tn;
         long rt = (tm + a - 1) / a, ct = (tn + b - 1) / b;
         double rows = (double)rt * p->u->mr, cols = (double)ct * p->u->nr, K = (double)p->K;
+        /* FMA cycles, plus per-float costs of first touching (0.25) or
+         * packing (1) the operands; A is visited once per N block. */
+        double nblk = (double)((ct * p->u->nr + p->ncs - 1) / p->ncs);
         double cost = rows * cols * K / 16.0;
-        if (p->tb) cost += cols * K;
-        if (p->ta || p->packa) cost += rows * K * (double)((ct * p->u->nr + p->ncs - 1) / p->ncs);
+        cost += cols * K * (p->tb ? 1.0 : 0.25);
+        cost += rows * K * nblk * (p->ta || p->packa ? 1.0 : 0.25);
         if (best < 0 || cost < best) {
             best = cost;
             *pm = a;

@@ -77,6 +77,12 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
 {
     _Alignas(32) float tile[MR * NR];
     ROWS(DECL)
+    /* C rows are touched only after the kc loop: fetch them now. */
+#define PREFETCH_C(r)                                                                                               \
+    _mm_prefetch((const char *)(a->C + r * a->ldc), _MM_HINT_T0);                                                   \
+    _mm_prefetch((const char *)(a->C + r * a->ldc + nv * 8 - 1), _MM_HINT_T0);
+    ROWS(PREFETCH_C)
+#undef PREFETCH_C
     const float *A = a->A, *B = a->B;
     const long kc = a->kc, bks = a->b_ks;
     if (arow) {

@@ -82,6 +82,13 @@ static void write_tile(const k_ukr_args *a, const float *tile, int nv)
 K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
 {
     ROWS(DECL)
+    /* C rows are touched only after the kc loop: fetching them now hides the
+     * miss (measured 5-8% on 1x1-convolution shapes). */
+#define PREFETCH_C(r)                                                                                               \
+    _mm_prefetch((const char *)(a->C + r * a->ldc), _MM_HINT_T0);                                                   \
+    if (nv != 1) _mm_prefetch((const char *)(a->C + r * a->ldc + 16), _MM_HINT_T0);
+    ROWS(PREFETCH_C)
+#undef PREFETCH_C
     const float *A = a->A, *B = a->B;
     const long kc = a->kc, bks = a->b_ks;
     if (arow) {

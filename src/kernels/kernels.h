@@ -72,9 +72,14 @@ void k_conv_shape_init(k_conv_shape *s, int n, int h, int w, int ci, int co, int
 
 /* ---- dense convolution (groups = 1), NHWC, weight HWIO ---------------------
  * x [n][h][w][ci], y [n][ho][wo][co], w [kh][kw][ci][co].
- * 1x1 stride-1 convolutions are a single GEMM on x.  Other shapes use a
- * chunked im2col + GEMM; `ws` is a workspace of k_conv2d_workspace() floats
- * (0 for 1x1 stride 1). */
+ * 1x1 stride-1 convolutions are a single GEMM on x; other forward shapes
+ * gather im2col panels inside the GEMM and need no workspace (ws may be NULL
+ * for k_conv2d_fwd).  The backward passes use `ws`, a workspace of
+ * k_conv2d_workspace() floats (0 for 1x1 stride 1); the size does not depend
+ * on nt, so one workspace serves any thread count.
+ * ep->residual may be y itself (same pointer and stride: an in-place
+ * residual add) but must not otherwise overlap y; the same holds for C and
+ * ep->residual in k_sgemm. */
 size_t k_conv2d_workspace(const k_conv_shape *s, int nt);
 void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                   float *ws);
