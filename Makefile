@@ -77,6 +77,9 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS)) $(if $(findstring _avx2,$<),$(AVX2_FLAGS)) -c $< -o $@
 
+# dwconv_avx2.c compiles dwconv_avx512.c a second time as the 8-lane build
+$(BUILD)/src/kernels/dwconv_avx2.o: src/kernels/dwconv_avx512.c
+
 $(STATIC): $(OBJS)
 	@rm -f $@
 	ar rcs $@ $^

@@ -6,8 +6,8 @@
  * backward formulas only multiply finite factors, so x = +-100 or -1e30 give
  * finite gradients (0 or dy).
  *
- * The AVX-512 path (k_act_avx512 in dwconv_avx512.c) is used when the CPU has
- * it; the portable path uses the scalar helpers of kernels_internal.h, as
+ * The AVX-512 and AVX2 paths (k_act_* in dwconv_avx512.c / dwconv_avx2.c)
+ * are used when the CPU has them; the portable path uses the scalar helpers of kernels_internal.h, as
  * every other kernel does.  Elementwise work needs no care for
  * determinism: each element is computed alone, whatever the split. */
 #include <math.h>
@@ -20,11 +20,9 @@
 #include "kernels.h"
 #include "kernels_internal.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
-#define ACT_X86 1
+#if K_HAVE_X86_PATHS
 void k_act_avx512(int op, long n, const float *x, const float *dy, float *y);
-#else
-#define ACT_X86 0
+void k_act_avx2(int op, long n, const float *x, const float *dy, float *y);
 #endif
 
 typedef void (*par_fn)(void *arg, int ith, int nth);
@@ -42,11 +40,11 @@ static void par_run(int nt, par_fn fn, void *arg)
     fn(arg, 0, 1);
 }
 
-/* Operation codes shared with k_act_avx512. */
+/* Operation codes shared with k_act_avx512 / k_act_avx2. */
 enum { OP_SILU = 0, OP_SILU_BWD = 1, OP_SIGMOID = 2, OP_SIGMOID_BWD = 3 };
 
 typedef struct act_job {
-    int op, avx512;
+    int op, level;
     long n;
     const float *x, *dy;
     float *y;
@@ -57,9 +55,13 @@ static void act_range(const act_job *j, long lo, long hi)
     const float *x = j->x + lo, *dy = j->dy ? j->dy + lo : NULL;
     float *y = j->y + lo;
     long n = hi - lo;
-#if ACT_X86
-    if (j->avx512 && j->op != OP_SIGMOID_BWD) {
+#if K_HAVE_X86_PATHS
+    if (j->op != OP_SIGMOID_BWD && j->level >= K_SIMD_AVX512) {
         k_act_avx512(j->op, n, x, dy, y);
+        return;
+    }
+    if (j->op != OP_SIGMOID_BWD && j->level >= K_SIMD_AVX2) {
+        k_act_avx2(j->op, n, x, dy, y);
         return;
     }
 #endif
@@ -101,10 +103,7 @@ static void act_fn(void *arg, int ith, int nth)
 static void act_run(int nt, int op, long n, const float *x, const float *dy, float *y)
 {
     if (n <= 0) return;
-    act_job j = {op, 0, n, x, dy, y};
-#if ACT_X86
-    j.avx512 = k_simd_level() >= K_SIMD_AVX512;
-#endif
+    act_job j = {op, k_simd_level(), n, x, dy, y};
     par_run(n >= 65536 ? nt : 1, act_fn, &j);
 }
 

@@ -1,8 +1,9 @@
 /* Depthwise convolution, NHWC, weight [kh][kw][c].
  *
- * This file owns the threading and the choice of path: the AVX-512 kernels in
- * dwconv_avx512.c (3x3 and 5x5, stride 1 and 2, the shapes of EfficientNets)
- * or the portable C below, which handles every shape.
+ * This file owns the threading and the choice of path: the AVX-512 or AVX2
+ * kernels of dwconv_avx512.c / dwconv_avx2.c (3x3 and 5x5, stride 1 and 2,
+ * the shapes of EfficientNets) or the portable C below, which handles every
+ * shape.
  *
  * Work split, chosen so that results never depend on the thread count:
  *  - forward: output rows (n, oy); each output is computed by one thread;
@@ -20,18 +21,22 @@
 #include "kernels.h"
 #include "kernels_internal.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
-#define DW_X86 1
-void k_dw_fwd_rows_avx512(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
-                          long r0, long r1);
-void k_dw_bwd_data_rows_avx512(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0,
-                               long r1);
-void k_dw_bwd_weight_avx512(const k_conv_shape *s, const float *x, const float *dy, float *dw, long b0, long b1);
-#else
-#define DW_X86 0
+/* Entry points of dwconv_avx512.c and dwconv_avx2.c (one source, two builds). */
+#if K_HAVE_X86_PATHS
+#define DW_DECLARE(isa)                                                                                        \
+    void k_dw_fwd_rows_##isa(const k_conv_shape *s, const float *x, const float *w, float *y,                 \
+                             const k_epilogue *ep, long r0, long r1);                                          \
+    void k_dw_bwd_data_rows_##isa(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0, \
+                                  long r1);                                                                    \
+    void k_dw_bwd_weight_##isa(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0,    \
+                               long c1);
+DW_DECLARE(avx512)
+DW_DECLARE(avx2)
 #endif
 
-#ifdef _OPENMP
+/* gcc -O2 vectorizes these channel loops only when asked; clang does it on
+ * its own and warns about the pragma at -O1 */
+#if defined(_OPENMP) && !defined(__clang__)
 #define SIMD_LOOP _Pragma("omp simd")
 #else
 #define SIMD_LOOP
@@ -60,15 +65,20 @@ static int threads_for(int nt, double work)
     return nt;
 }
 
-static int use_avx512(const k_conv_shape *s)
+/* The SIMD paths cover the shapes of EfficientNets; anything else takes the
+ * portable path. */
+static int simd_path(const k_conv_shape *s)
 {
-#if DW_X86
-    return k_simd_level() >= K_SIMD_AVX512 && s->kh == s->kw && (s->kh == 3 || s->kh == 5) &&
-           (s->stride == 1 || s->stride == 2);
+#if K_HAVE_X86_PATHS
+    if (s->kh == s->kw && (s->kh == 3 || s->kh == 5) && (s->stride == 1 || s->stride == 2)) {
+        int l = k_simd_level();
+        if (l >= K_SIMD_AVX512) return K_SIMD_AVX512;
+        if (l >= K_SIMD_AVX2) return K_SIMD_AVX2;
+    }
 #else
     (void)s;
-    return 0;
 #endif
+    return K_SIMD_GENERIC;
 }
 
 /* ---- portable path -------------------------------------------------------- */
@@ -247,7 +257,7 @@ typedef struct dw_job {
     const float *a, *w;
     float *out;
     const k_epilogue *ep;
-    int avx512;
+    int path;
 } dw_job;
 
 static void fwd_job(void *arg, int ith, int nth)
@@ -257,9 +267,13 @@ static void fwd_job(void *arg, int ith, int nth)
     long lo, hi;
     env2_range((long)s->n * s->ho, ith, nth, &lo, &hi);
     if (lo >= hi) return;
-#if DW_X86
-    if (j->avx512) {
+#if K_HAVE_X86_PATHS
+    if (j->path == K_SIMD_AVX512) {
         k_dw_fwd_rows_avx512(s, j->a, j->w, j->out, j->ep, lo, hi);
+        return;
+    }
+    if (j->path == K_SIMD_AVX2) {
+        k_dw_fwd_rows_avx2(s, j->a, j->w, j->out, j->ep, lo, hi);
         return;
     }
 #endif
@@ -275,9 +289,13 @@ static void bwd_data_job(void *arg, int ith, int nth)
     long lo, hi;
     env2_range((long)s->n * s->h, ith, nth, &lo, &hi);
     if (lo >= hi) return;
-#if DW_X86
-    if (j->avx512) {
+#if K_HAVE_X86_PATHS
+    if (j->path == K_SIMD_AVX512) {
         k_dw_bwd_data_rows_avx512(s, j->a, j->w, j->out, lo, hi);
+        return;
+    }
+    if (j->path == K_SIMD_AVX2) {
+        k_dw_bwd_data_rows_avx2(s, j->a, j->w, j->out, lo, hi);
         return;
     }
 #endif
@@ -295,7 +313,7 @@ typedef struct dw_wjob {
     const k_conv_shape *s;
     const float *x, *dy;
     float *dw;
-    int avx512;
+    int path;
 } dw_wjob;
 
 static void bwd_weight_job(void *arg, int ith, int nth)
@@ -305,14 +323,18 @@ static void bwd_weight_job(void *arg, int ith, int nth)
     long nb = (s->ci + 15) / 16, lo, hi;
     env2_range(nb, ith, nth, &lo, &hi);
     if (lo >= hi) return;
-#if DW_X86
-    if (j->avx512) {
-        k_dw_bwd_weight_avx512(s, j->x, j->dy, j->dw, lo, hi);
+    long c0 = lo * 16, c1 = hi * 16 < s->ci ? hi * 16 : s->ci;
+#if K_HAVE_X86_PATHS
+    if (j->path == K_SIMD_AVX512) {
+        k_dw_bwd_weight_avx512(s, j->x, j->dy, j->dw, c0, c1);
+        return;
+    }
+    if (j->path == K_SIMD_AVX2) {
+        k_dw_bwd_weight_avx2(s, j->x, j->dy, j->dw, c0, c1);
         return;
     }
 #endif
-    long c1 = hi * 16 < s->ci ? hi * 16 : s->ci;
-    p_bwdw(s, j->x, j->dy, j->dw, lo * 16, c1);
+    p_bwdw(s, j->x, j->dy, j->dw, c0, c1);
 }
 
 static double dw_work(const k_conv_shape *s)
@@ -323,21 +345,21 @@ static double dw_work(const k_conv_shape *s)
 void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
 {
     if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
-    dw_job j = {s, x, w, y, ep, use_avx512(s)};
+    dw_job j = {s, x, w, y, ep, simd_path(s)};
     par_run(threads_for(nt, dw_work(s)), fwd_job, &j);
 }
 
 void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx)
 {
     if (s->n <= 0 || s->h <= 0 || s->w <= 0 || s->ci <= 0) return;
-    dw_job j = {s, dy, w, dx, NULL, use_avx512(s)};
+    dw_job j = {s, dy, w, dx, NULL, simd_path(s)};
     par_run(threads_for(nt, dw_work(s)), bwd_data_job, &j);
 }
 
 void k_dwconv_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw)
 {
     if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
-    dw_wjob j = {s, x, dy, dw, use_avx512(s)};
+    dw_wjob j = {s, x, dy, dw, simd_path(s)};
     par_run(threads_for(nt, dw_work(s)), bwd_weight_job, &j);
 }
 

@@ -1,25 +1,92 @@
-/* AVX-512 paths of the depthwise convolution and of the SiLU / sigmoid
+/* SIMD paths of the depthwise convolution and of the SiLU / sigmoid
  * activation kernels.
  *
- * Only AVX-512F instructions are used, so the path is valid on every CPU for
- * which k_simd_detect() reports K_SIMD_AVX512.  Channels are the vector lanes
- * (16 per zmm); a channel count that is not a multiple of 16 ends in one
- * masked block.  The entry points work on a range of rows (forward, backward
- * data) or of 16-channel blocks (backward weight) chosen by the caller in
- * dwconv.c, which owns threading and the choice of path.  k_act_avx512 serves
- * act.c. */
+ * This file is compiled twice: as itself with AVX-512 flags (16 lanes,
+ * AVX-512F instructions only, so valid wherever k_simd_detect() reports
+ * K_SIMD_AVX512), and through dwconv_avx2.c, which defines DW_AVX2 and
+ * includes it, with AVX2 + FMA flags (8 lanes).  The few vector operations
+ * are macros below; everything else is shared.
+ *
+ * Channels are the vector lanes; a channel count that is not a multiple of
+ * the lane count ends in one masked block.  The entry points work on a range
+ * of rows (forward, backward data) or of channel blocks (backward weight)
+ * chosen by the caller in dwconv.c, which owns threading and the choice of
+ * path.  k_act_* serves act.c. */
 #include <immintrin.h>
 #include <stddef.h>
 
 #include "kernels.h"
 #include "kernels_internal.h"
 
-void k_dw_fwd_rows_avx512(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
-                          long r0, long r1);
-void k_dw_bwd_data_rows_avx512(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0,
-                               long r1);
-void k_dw_bwd_weight_avx512(const k_conv_shape *s, const float *x, const float *dy, float *dw, long b0, long b1);
-void k_act_avx512(int op, long n, const float *x, const float *dy, float *y);
+#if defined(DW_AVX2)
+typedef __m256 vf;
+typedef __m256i vmask;
+#define VL 8
+#define DW_NAME(f) f##_avx2
+#define V_LOADU(p) _mm256_loadu_ps(p)
+#define V_STOREU(p, v) _mm256_storeu_ps(p, v)
+#define V_MLOAD(m, p) _mm256_maskload_ps(p, m)
+#define V_MSTORE(p, m, v) _mm256_maskstore_ps(p, m, v)
+#define V_ZERO() _mm256_setzero_ps()
+#define V_SET1(v) _mm256_set1_ps(v)
+#define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define V_ADD(a, b) _mm256_add_ps(a, b)
+#define V_SUB(a, b) _mm256_sub_ps(a, b)
+#define V_MUL(a, b) _mm256_mul_ps(a, b)
+#define V_DIV(a, b) _mm256_div_ps(a, b)
+#define V_MIN(a, b) _mm256_min_ps(a, b)
+#define v_exp k_exp256
+#define v_silu k_silu256
+#define v_sigmoid k_sigmoid256
+#define V_FULL _mm256_set1_epi32(-1)
+static inline vmask v_tail(long n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+/* t[0..VL) += v, widened to double */
+static inline void v_acc_double(double *t, vf v)
+{
+    __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    _mm256_storeu_pd(t, _mm256_add_pd(_mm256_loadu_pd(t), lo));
+    _mm256_storeu_pd(t + 4, _mm256_add_pd(_mm256_loadu_pd(t + 4), hi));
+}
+#else
+typedef __m512 vf;
+typedef __mmask16 vmask;
+#define VL 16
+#define DW_NAME(f) f##_avx512
+#define V_LOADU(p) _mm512_loadu_ps(p)
+#define V_STOREU(p, v) _mm512_storeu_ps(p, v)
+#define V_MLOAD(m, p) _mm512_maskz_loadu_ps(m, p)
+#define V_MSTORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+#define V_ZERO() _mm512_setzero_ps()
+#define V_SET1(v) _mm512_set1_ps(v)
+#define V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define V_ADD(a, b) _mm512_add_ps(a, b)
+#define V_SUB(a, b) _mm512_sub_ps(a, b)
+#define V_MUL(a, b) _mm512_mul_ps(a, b)
+#define V_DIV(a, b) _mm512_div_ps(a, b)
+#define V_MIN(a, b) _mm512_min_ps(a, b)
+#define v_exp k_exp512
+#define v_silu k_silu512
+#define v_sigmoid k_sigmoid512
+#define V_FULL ((__mmask16)0xFFFF)
+static inline vmask v_tail(long n) { return (vmask)((1u << n) - 1u); }
+static inline void v_acc_double(double *t, vf v)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    _mm512_storeu_pd(t, _mm512_add_pd(_mm512_loadu_pd(t), lo));
+    _mm512_storeu_pd(t + 8, _mm512_add_pd(_mm512_loadu_pd(t + 8), hi));
+}
+#endif
+
+void DW_NAME(k_dw_fwd_rows)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                            long r0, long r1);
+void DW_NAME(k_dw_bwd_data_rows)(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0,
+                                 long r1);
+void DW_NAME(k_dw_bwd_weight)(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0, long c1);
+void DW_NAME(k_act)(int op, long n, const float *x, const float *dy, float *y);
 
 /* The register-blocked loops below index small arrays of vectors with loop
  * counters; they only stay in registers when the loops are fully unrolled,
@@ -34,43 +101,39 @@ void k_act_avx512(int op, long n, const float *x, const float *dy, float *y);
 #define AI static inline __attribute__((always_inline))
 
 /* ---- activations ------------------------------------------------------------
- * k_exp512 / k_silu512 / k_sigmoid512 come from kernels_internal.h so that
- * the fused epilogue here matches the GEMM epilogue bit for bit.  Sigmoid is
+ * The vector exp, SiLU and sigmoid come from kernels_internal.h so that the
+ * fused epilogue here matches the GEMM epilogue bit for bit.  Sigmoid is
  * 1 / (1 + e^-x) and SiLU x / (1 + e^-x): for very negative x, e^-x = +inf
  * gives exactly 0 (SiLU: -0), never NaN. */
-#define v_exp k_exp512
-#define v_silu k_silu512
-#define v_sigmoid k_sigmoid512
 
-AI __m512 v_silu_grad(__m512 x, __m512 dy)
+AI vf v_silu_grad(vf x, vf dy)
 {
-    __m512 one = _mm512_set1_ps(1.0f);
-    __m512 e = v_exp(_mm512_sub_ps(_mm512_setzero_ps(), x));
-    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+    vf one = V_SET1(1.0f);
+    vf e = v_exp(V_SUB(V_ZERO(), x));
+    vf s = V_DIV(one, V_ADD(one, e));
     /* dy * s * (1 + x * (1 - s)), with 1 - s as e*s (no cancellation for
      * large x); min returns its second operand for the NaN of inf*0 */
-    __m512 oms = _mm512_min_ps(_mm512_mul_ps(e, s), one);
-    __m512 t = _mm512_fmadd_ps(x, oms, one);
-    return _mm512_mul_ps(_mm512_mul_ps(dy, s), t);
+    vf oms = V_MIN(V_MUL(e, s), one);
+    return V_MUL(V_MUL(dy, s), V_FMA(x, oms, one));
 }
 
-void k_act_avx512(int op, long n, const float *x, const float *dy, float *y)
+void DW_NAME(k_act)(int op, long n, const float *x, const float *dy, float *y)
 {
     long i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
+    for (; i + VL <= n; i += VL) {
+        vf v = V_LOADU(x + i);
         if (op == 0) v = v_silu(v);
-        else if (op == 1) v = v_silu_grad(v, _mm512_loadu_ps(dy + i));
+        else if (op == 1) v = v_silu_grad(v, V_LOADU(dy + i));
         else v = v_sigmoid(v);
-        _mm512_storeu_ps(y + i, v);
+        V_STOREU(y + i, v);
     }
     if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        vmask m = v_tail(n - i);
+        vf v = V_MLOAD(m, x + i);
         if (op == 0) v = v_silu(v);
-        else if (op == 1) v = v_silu_grad(v, _mm512_maskz_loadu_ps(m, dy + i));
+        else if (op == 1) v = v_silu_grad(v, V_MLOAD(m, dy + i));
         else v = v_sigmoid(v);
-        _mm512_mask_storeu_ps(y + i, m, v);
+        V_MSTORE(y + i, m, v);
     }
 }
 
@@ -92,30 +155,43 @@ typedef struct geo {
     const float *scale, *bias, *res;
     long ldr;
     int act;
-    long cfull;             /* channels covered by full 16-lane blocks */
-    __mmask16 tail;         /* lanes of the last, partial block */
+    long cfull;             /* channels covered by full VL-lane blocks */
+    vmask tail;             /* lanes of the last, partial block */
 } geo;
 
-AI __m512 ld(__mmask16 m, const float *p, const int full)
+AI vf ld(vmask m, const float *p, const int full)
 {
-    return full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+    return full ? V_LOADU(p) : V_MLOAD(m, p);
 }
 
-AI void st(__mmask16 m, float *p, __m512 v, const int full)
+AI void st(vmask m, float *p, vf v, const int full)
 {
-    if (full) _mm512_storeu_ps(p, v);
-    else _mm512_mask_storeu_ps(p, m, v);
+    if (full) V_STOREU(p, v);
+    else V_MSTORE(p, m, v);
 }
 
-AI __m512 epi(const geo *g, __m512 v, long c, long r, __mmask16 m, const int full)
+AI vf epi(const geo *g, vf v, long c, long r, vmask m, const int full)
 {
     /* separate multiply and add (no FMA), as the GEMM epilogue does */
-    if (g->scale) v = _mm512_mul_ps(v, ld(m, g->scale + c, full));
-    if (g->bias) v = _mm512_add_ps(v, ld(m, g->bias + c, full));
+    if (g->scale) v = V_MUL(v, ld(m, g->scale + c, full));
+    if (g->bias) v = V_ADD(v, ld(m, g->bias + c, full));
     if (g->act == K_ACT_SILU) v = v_silu(v);
     else if (g->act == K_ACT_SIGMOID) v = v_sigmoid(v);
-    if (g->res) v = _mm512_add_ps(v, ld(m, g->res + r * g->ldr + c, full));
+    if (g->res) v = V_ADD(v, ld(m, g->res + r * g->ldr + c, full));
     return v;
+}
+
+/* The epilogue runs as a second pass over the n outputs of one channel block
+ * just written (still in L1), so that it is compiled once rather than inside
+ * every tile shape. */
+static void epi_pass(const geo *g, float *yrow, long r, long n, long c, vmask m, int full)
+{
+    const long C = g->C;
+    if (!g->scale && !g->bias && !g->res && g->act == K_ACT_NONE) return;
+    if (full)
+        for (long i = 0; i < n; i++) st(m, yrow + i * C + c, epi(g, ld(m, yrow + i * C + c, 1), c, r + i, m, 1), 1);
+    else
+        for (long i = 0; i < n; i++) st(m, yrow + i * C + c, epi(g, ld(m, yrow + i * C + c, 0), c, r + i, m, 0), 0);
 }
 
 static void geo_init(geo *g, const k_conv_shape *s)
@@ -123,55 +199,63 @@ static void geo_init(geo *g, const k_conv_shape *s)
     g->C = s->ci;
     g->K = s->kh;
     g->S = s->stride;
-    g->cfull = s->ci & ~15L;
-    g->tail = (__mmask16)((1u << (s->ci & 15)) - 1u);
+    g->cfull = s->ci - s->ci % VL;
+    g->tail = v_tail(s->ci % VL);
     g->scale = g->bias = g->res = NULL;
     g->ldr = 0;
     g->act = K_ACT_NONE;
 }
 
-/* T adjacent interior outputs of one 16-channel block.  Each loaded source
+/* Source of one channel block during a row sweep: rows[i] points at the
+ * block's first channel in source row i (pixels xs floats apart), the taps of
+ * kernel row i at wr[i] + kx*wsx. */
+typedef struct blk {
+    const float *rows[5];
+    const float *wr[5];
+    int nky;
+    long xs, wsx;
+} blk;
+
+/* T adjacent interior outputs of one channel block.  Each loaded source
  * vector feeds every output whose window covers it, and the K weights of a
  * kernel row stay in registers.  Summation order per output is ky then kx
  * ascending, the same as border_blk, so an output's value does not depend on
- * whether it fell in a tile or on the border. */
-AI void tile(const geo *g, const float *const *rows, const float *const *wr, int nky, long ix0, float *yp, long r,
-             long c, __mmask16 m, const int full, const int K, const int S, const int T)
+ * whether it fell in a tile or on the border.  Outputs go to op + t*os; the
+ * epilogue is applied afterwards by epi_pass. */
+AI void tile(const blk *b, long ix0, float *op, long os, vmask m, const int full, const int K, const int S,
+             const int T)
 {
-    const long C = g->C, wsx = g->wsx;
-    __m512 acc[8];
-    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    for (int i = 0; i < nky; i++) {
-        const float *xp = rows[i] + ix0 * C + c;
-        const float *wp = wr[i] + c;
-        __m512 wv[5];
+    const long xs = b->xs, wsx = b->wsx;
+    vf acc[8];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = V_ZERO();
+    for (int i = 0; i < b->nky; i++) {
+        const float *xp = b->rows[i] + ix0 * xs;
+        const float *wp = b->wr[i];
+        vf wv[5];
         UNROLL for (int kx = 0; kx < K; kx++) wv[kx] = ld(m, wp + kx * wsx, full);
         UNROLL for (int j = 0; j < (T - 1) * S + K; j++) {
-            __m512 xv = ld(m, xp + j * C, full);
+            vf xv = ld(m, xp + j * xs, full);
             UNROLL for (int t = 0; t < T; t++) {
                 const int kx = j - t * S;
-                if (kx >= 0 && kx < K) acc[t] = _mm512_fmadd_ps(xv, wv[kx], acc[t]);
+                if (kx >= 0 && kx < K) acc[t] = V_FMA(xv, wv[kx], acc[t]);
             }
         }
     }
-    UNROLL for (int t = 0; t < T; t++) st(m, yp + t * C + c, epi(g, acc[t], c, r + t, m, full), full);
+    UNROLL for (int t = 0; t < T; t++) st(m, op + t * os, acc[t], full);
 }
 
-/* One output pixel of one 16-channel block, with bounds checks on the
- * columns (left and right borders). */
-AI void border_blk(const geo *g, const float *const *rows, const float *const *wr, int nky, long ox, float *yp,
-                   long r, long c, __mmask16 m, const int full)
+/* One output pixel of one channel block, with bounds checks on the columns
+ * (left and right borders). */
+static void border_blk(const geo *g, const blk *b, long ox, float *op, vmask m)
 {
-    const long C = g->C;
     long ix0 = ox * g->S - g->pl;
     int kx0 = ix0 < 0 ? (int)-ix0 : 0;
     int kx1 = ix0 + g->K > g->ws ? (int)(g->ws - ix0) : g->K;
-    __m512 acc = _mm512_setzero_ps();
-    for (int i = 0; i < nky; i++)
+    vf acc = V_ZERO();
+    for (int i = 0; i < b->nky; i++)
         for (int kx = kx0; kx < kx1; kx++)
-            acc = _mm512_fmadd_ps(ld(m, rows[i] + (ix0 + kx) * C + c, full), ld(m, wr[i] + kx * g->wsx + c, full),
-                                  acc);
-    st(m, yp + c, epi(g, acc, c, r, m, full), full);
+            acc = V_FMA(V_MLOAD(m, b->rows[i] + (ix0 + kx) * b->xs), V_MLOAD(m, b->wr[i] + kx * b->wsx), acc);
+    V_MSTORE(op, m, acc);
 }
 
 /* Output columns whose whole window lies inside the source: [*a, *b). */
@@ -187,20 +271,49 @@ static void interior_cols(const geo *g, long *a, long *b)
     *b = hi;
 }
 
-/* One channel block swept along the row.  Sweeping a row per block (rather
- * than all channels per pixel) keeps the lines in flight few and close
- * together: with C a multiple of 256 the pixels of a block fall into a few
- * L1 sets, and a pixel-major order thrashed them. */
-AI void row_blk(const geo *g, const float *const *rows, const float *const *wr, int nky, long oxa, long oxb,
-                float *yrow, long rbase, long c, __mmask16 m, const int full, const int K, const int S)
+/* When C*4 is a multiple of 1 KiB, the pixels of one channel block fall into
+ * at most four L1 sets, and the rows of a sweep evict each other before their
+ * reuse (2-4x slower at C = 512, 1024, 1536).  Such blocks are first copied,
+ * rows and taps, into a small dense buffer; the copy costs one pass over the
+ * block's source rows. */
+enum { DW_COPY_W = 128 };
+
+static int want_copy(const geo *g) { return (g->C * 4) % 1024 == 0 && g->ws <= DW_COPY_W; }
+
+static void blk_copy(const geo *g, blk *b, long c, vmask m, float *buf, float *wbuf, int K)
+{
+    const long C = g->C, ws = g->ws;
+    for (int i = 0; i < b->nky; i++) {
+        const float *src = b->rows[i];
+        float *dst = buf + i * ws * VL;
+        for (long p = 0; p < ws; p++) V_STOREU(dst + p * VL, V_MLOAD(m, src + p * C));
+        b->rows[i] = dst;
+        for (int kx = 0; kx < K; kx++) V_STOREU(wbuf + (i * K + kx) * VL, V_MLOAD(m, b->wr[i] + kx * b->wsx));
+        b->wr[i] = wbuf + i * K * VL;
+    }
+    b->xs = VL;
+    b->wsx = VL;
+    (void)c;
+}
+
+/* One channel block swept along the row: the weights and the lines of the
+ * few source rows stay close at hand for the whole sweep. */
+AI void row_blk(const geo *g, const blk *b, long oxa, long oxb, float *yrow, long rbase, long c, vmask m,
+                const int full, const int K, const int S)
 {
     const long C = g->C, pl = g->pl;
+    float *o = yrow + c;
     long ox = 0;
-    for (; ox < oxa; ox++) border_blk(g, rows, wr, nky, ox, yrow + ox * C, rbase + ox, c, m, full);
-    for (; ox + 8 <= oxb; ox += 8) tile(g, rows, wr, nky, ox * S - pl, yrow + ox * C, rbase + ox, c, m, full, K, S, 8);
-    for (; ox + 4 <= oxb; ox += 4) tile(g, rows, wr, nky, ox * S - pl, yrow + ox * C, rbase + ox, c, m, full, K, S, 4);
-    for (; ox < oxb; ox++) tile(g, rows, wr, nky, ox * S - pl, yrow + ox * C, rbase + ox, c, m, full, K, S, 1);
-    for (; ox < g->wo; ox++) border_blk(g, rows, wr, nky, ox, yrow + ox * C, rbase + ox, c, m, full);
+    for (; ox < oxa; ox++) border_blk(g, b, ox, o + ox * C, m);
+    /* the partial block (at most one per row) only gets single-pixel tiles:
+     * wide tiles of masked loads are large code for little gain */
+    if (full) {
+        for (; ox + 8 <= oxb; ox += 8) tile(b, ox * S - pl, o + ox * C, C, m, full, K, S, 8);
+        for (; ox + 4 <= oxb; ox += 4) tile(b, ox * S - pl, o + ox * C, C, m, full, K, S, 4);
+    }
+    for (; ox < oxb; ox++) tile(b, ox * S - pl, o + ox * C, C, m, full, K, S, 1);
+    for (; ox < g->wo; ox++) border_blk(g, b, ox, o + ox * C, m);
+    epi_pass(g, yrow, rbase, g->wo, c, m, full);
 }
 
 AI void conv_row(const geo *g, long n, long oy, const int K, const int S)
@@ -220,59 +333,81 @@ AI void conv_row(const geo *g, long n, long oy, const int K, const int S)
     float *yrow = g->dst + rbase * C;
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
-    long c = 0;
-    for (; c < g->cfull; c += 16) row_blk(g, rows, wr, nky, oxa, oxb, yrow, rbase, c, 0xFFFF, 1, K, S);
-    if (c < C) row_blk(g, rows, wr, nky, oxa, oxb, yrow, rbase, c, g->tail, 0, K, S);
+    int copy = want_copy(g);
+    vf buf_v[5 * DW_COPY_W], wbuf_v[25];
+    for (long c = 0; c < C; c += VL) {
+        int full = c < g->cfull;
+        vmask m = full ? V_FULL : g->tail;
+        blk b;
+        b.nky = nky;
+        b.xs = C;
+        b.wsx = g->wsx;
+        for (int i = 0; i < nky; i++) {
+            b.rows[i] = rows[i] + c;
+            b.wr[i] = wr[i] + c;
+        }
+        if (copy) blk_copy(g, &b, c, m, (float *)buf_v, (float *)wbuf_v, K);
+        if (full) row_blk(g, &b, oxa, oxb, yrow, rbase, c, m, 1, K, S);
+        else row_blk(g, &b, oxa, oxb, yrow, rbase, c, m, 0, K, S);
+    }
 }
 
 /* Two adjacent output rows of a 3x3 stride-1 correlation share two of their
  * four source rows: computing them together loads 4 rows instead of 6 per
  * pair.  Each output still sums ky then kx ascending with the same FMAs as
  * tile(), so pairing (which depends on where a thread's rows start) never
- * changes a result. */
-AI void tile2(const geo *g, const float *const *rows, const float *w, long ix0, float *yp, long r, long c,
-              __mmask16 m, const int full, const int T)
+ * changes a result.  b holds the 4 source rows and the 3 kernel rows. */
+AI void tile2(const blk *b, long ix0, float *op, long os, long wo, vmask m, const int full, const int T)
 {
-    const long C = g->C, wsx = g->wsx, wsy = g->wsy, wo = g->wo;
-    __m512 a0[8], a1[8], wv[3][3];
+    const long xs = b->xs, wsx = b->wsx;
+    vf a0[8], a1[8], wv[3][3];
     UNROLL for (int ky = 0; ky < 3; ky++) UNROLL for (int kx = 0; kx < 3; kx++) wv[ky][kx] =
-        ld(m, w + ky * wsy + kx * wsx + c, full);
-    UNROLL for (int t = 0; t < T; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+        ld(m, b->wr[ky] + kx * wsx, full);
+    UNROLL for (int t = 0; t < T; t++) a0[t] = a1[t] = V_ZERO();
     UNROLL for (int i = 0; i < 4; i++) {
-        const float *xp = rows[i] + ix0 * C + c;
+        const float *xp = b->rows[i] + ix0 * xs;
         UNROLL for (int j = 0; j < T + 2; j++) {
-            __m512 xv = ld(m, xp + j * C, full);
+            vf xv = ld(m, xp + j * xs, full);
             UNROLL for (int t = 0; t < T; t++) {
                 const int kx = j - t;
                 if (kx < 0 || kx >= 3) continue;
-                if (i < 3) a0[t] = _mm512_fmadd_ps(xv, wv[i][kx], a0[t]);
-                if (i >= 1) a1[t] = _mm512_fmadd_ps(xv, wv[i - 1][kx], a1[t]);
+                if (i < 3) a0[t] = V_FMA(xv, wv[i][kx], a0[t]);
+                if (i >= 1) a1[t] = V_FMA(xv, wv[i - 1][kx], a1[t]);
             }
         }
     }
     UNROLL for (int t = 0; t < T; t++) {
-        st(m, yp + t * C + c, epi(g, a0[t], c, r + t, m, full), full);
-        st(m, yp + (wo + t) * C + c, epi(g, a1[t], c, r + wo + t, m, full), full);
+        st(m, op + t * os, a0[t], full);
+        st(m, op + (wo + t) * os, a1[t], full);
     }
 }
 
-AI void row2_blk(const geo *g, const float *const *rows, long oxa, long oxb, float *yrow, long rbase, long c,
-                 __mmask16 m, const int full)
+AI void row2_blk(const geo *g, const blk *b2, long oxa, long oxb, float *yrow, long rbase, long c, vmask m,
+                 const int full)
 {
     const long C = g->C, pl = g->pl, wo = g->wo;
-    const float *wr[3] = {g->wb, g->wb + g->wsy, g->wb + 2 * g->wsy};
+    float *o = yrow + c;
+    /* the two rows as single-row sources, for the border columns */
+    blk r0 = *b2, r1 = *b2;
+    r0.nky = r1.nky = 3;
+    for (int i = 0; i < 3; i++) r1.rows[i] = b2->rows[i + 1];
     long ox = 0;
     for (; ox < oxa; ox++) {
-        border_blk(g, rows, wr, 3, ox, yrow + ox * C, rbase + ox, c, m, full);
-        border_blk(g, rows + 1, wr, 3, ox, yrow + (wo + ox) * C, rbase + wo + ox, c, m, full);
+        border_blk(g, &r0, ox, o + ox * C, m);
+        border_blk(g, &r1, ox, o + (wo + ox) * C, m);
     }
-    for (; ox + 8 <= oxb; ox += 8) tile2(g, rows, g->wb, ox - pl, yrow + ox * C, rbase + ox, c, m, full, 8);
-    for (; ox + 4 <= oxb; ox += 4) tile2(g, rows, g->wb, ox - pl, yrow + ox * C, rbase + ox, c, m, full, 4);
-    for (; ox < oxb; ox++) tile2(g, rows, g->wb, ox - pl, yrow + ox * C, rbase + ox, c, m, full, 1);
+    /* 2 x 8 accumulators plus 9 weights only fit the 32 AVX-512 registers;
+     * the partial block gets single-pixel tiles only, as in row_blk */
+    if (full && VL == 16)
+        for (; ox + 8 <= oxb; ox += 8) tile2(b2, ox - pl, o + ox * C, C, wo, m, full, 8);
+    if (full)
+        for (; ox + 4 <= oxb; ox += 4) tile2(b2, ox - pl, o + ox * C, C, wo, m, full, 4);
+    for (; ox < oxb; ox++) tile2(b2, ox - pl, o + ox * C, C, wo, m, full, 1);
     for (; ox < wo; ox++) {
-        border_blk(g, rows, wr, 3, ox, yrow + ox * C, rbase + ox, c, m, full);
-        border_blk(g, rows + 1, wr, 3, ox, yrow + (wo + ox) * C, rbase + wo + ox, c, m, full);
+        border_blk(g, &r0, ox, o + ox * C, m);
+        border_blk(g, &r1, ox, o + (wo + ox) * C, m);
     }
+    epi_pass(g, yrow, rbase, 2 * wo, c, m, full);
 }
 
 /* Rows oy and oy + 1 of image n, both with all three source rows inside. */
@@ -280,15 +415,36 @@ static void conv_row2(const geo *g, long n, long oy)
 {
     const long C = g->C;
     long iy0 = oy - g->pt;
-    const float *rows[4];
-    for (int i = 0; i < 4; i++) rows[i] = g->src + (n * g->hs + iy0 + i) * g->ws * C;
     long rbase = (n * g->ho + oy) * g->wo;
     float *yrow = g->dst + rbase * C;
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
-    long c = 0;
-    for (; c < g->cfull; c += 16) row2_blk(g, rows, oxa, oxb, yrow, rbase, c, 0xFFFF, 1);
-    if (c < C) row2_blk(g, rows, oxa, oxb, yrow, rbase, c, g->tail, 0);
+    int copy = want_copy(g);
+    vf buf_v[5 * DW_COPY_W], wbuf_v[25];
+    for (long c = 0; c < C; c += VL) {
+        int full = c < g->cfull;
+        vmask m = full ? V_FULL : g->tail;
+        blk b;
+        b.nky = 4;
+        b.xs = C;
+        b.wsx = g->wsx;
+        for (int i = 0; i < 4; i++) b.rows[i] = g->src + (n * g->hs + iy0 + i) * g->ws * C + c;
+        for (int i = 0; i < 3; i++) b.wr[i] = g->wb + i * g->wsy + c;
+        if (copy) {
+            /* blk_copy copies nky rows and taps of nky kernel rows: do the
+             * three kernel rows with the first three source rows, then the
+             * fourth source row alone */
+            b.nky = 3;
+            const float *last = b.rows[3];
+            blk_copy(g, &b, c, m, (float *)buf_v, (float *)wbuf_v, 3);
+            float *dst = (float *)buf_v + 3 * g->ws * VL;
+            for (long p = 0; p < g->ws; p++) V_STOREU(dst + p * VL, V_MLOAD(m, last + p * C));
+            b.rows[3] = dst;
+            b.nky = 4;
+        }
+        if (full) row2_blk(g, &b, oxa, oxb, yrow, rbase, c, m, 1);
+        else row2_blk(g, &b, oxa, oxb, yrow, rbase, c, m, 0);
+    }
 }
 
 static void conv_rows(const geo *g, long r0, long r1)
@@ -315,8 +471,8 @@ static void conv_rows(const geo *g, long r0, long r1)
 
 /* Rows are output rows n*ho + oy.  The caller guarantees kh == kw in {3, 5}
  * and stride in {1, 2}. */
-void k_dw_fwd_rows_avx512(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
-                          long r0, long r1)
+void DW_NAME(k_dw_fwd_rows)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                            long r0, long r1)
 {
     geo g;
     geo_init(&g, s);
@@ -346,8 +502,8 @@ void k_dw_fwd_rows_avx512(const k_conv_shape *s, const float *x, const float *w,
 static void tconv_row(const k_conv_shape *s, const float *dy, const float *w, float *dx, long n, long iy)
 {
     const long C = s->ci, S = s->stride, K = s->kh;
-    const long cfull = C & ~15L;
-    const __mmask16 tail = (__mmask16)((1u << (C & 15)) - 1u);
+    const long cfull = C - C % VL;
+    const vmask tail = v_tail(C % VL);
     const float *rows[16], *wr[16];
     int nky = 0;
     long a = iy + s->pad_t;
@@ -372,27 +528,25 @@ static void tconv_row(const k_conv_shape *s, const float *dy, const float *w, fl
         }
         float *o = xrow + ix * C;
         long c = 0;
-        for (; c < cfull; c += 16) {
-            __m512 acc = _mm512_setzero_ps();
+        for (; c < cfull; c += VL) {
+            vf acc = V_ZERO();
             for (int i = 0; i < nky; i++)
                 for (int j = 0; j < nkx; j++)
-                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(rows[i] + ox[j] * C + c),
-                                          _mm512_loadu_ps(wr[i] + kxs[j] * C + c), acc);
-            _mm512_storeu_ps(o + c, acc);
+                    acc = V_FMA(V_LOADU(rows[i] + ox[j] * C + c), V_LOADU(wr[i] + kxs[j] * C + c), acc);
+            V_STOREU(o + c, acc);
         }
         if (c < C) {
-            __m512 acc = _mm512_setzero_ps();
+            vf acc = V_ZERO();
             for (int i = 0; i < nky; i++)
                 for (int j = 0; j < nkx; j++)
-                    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, rows[i] + ox[j] * C + c),
-                                          _mm512_maskz_loadu_ps(tail, wr[i] + kxs[j] * C + c), acc);
-            _mm512_mask_storeu_ps(o + c, tail, acc);
+                    acc = V_FMA(V_MLOAD(tail, rows[i] + ox[j] * C + c), V_MLOAD(tail, wr[i] + kxs[j] * C + c), acc);
+            V_MSTORE(o + c, tail, acc);
         }
     }
 }
 
 /* Rows are input rows n*h + iy of dx. */
-void k_dw_bwd_data_rows_avx512(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0, long r1)
+void DW_NAME(k_dw_bwd_data_rows)(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0, long r1)
 {
     if (s->stride != 1) {
         for (long r = r0; r < r1; r++) tconv_row(s, dy, w, dx, r / s->h, r % s->h);
@@ -416,48 +570,58 @@ void k_dw_bwd_data_rows_avx512(const k_conv_shape *s, const float *dy, const flo
 }
 
 /* ---- backward weight --------------------------------------------------------
- * Each call owns whole 16-channel blocks, so nothing is shared between
+ * Each call owns whole channel blocks, so nothing is shared between
  * threads.  Per block the K*K tap sums of one output row live in registers;
  * row sums are added in row order into double totals, so the result depends
  * only on the shape, never on how blocks were distributed. */
 
 enum { BW_GROUP = 8, BW_TOT = 4096 };
 
-AI void bw_px(__m512 *acc, const float *const *rows, int ky0, int ky1, long ix0, long ws, long C, long c, __m512 dv,
-              __mmask16 m, const int full, const int K, const int rowcheck, const int colcheck)
+/* Interior pixel: every column of the window is inside the source. */
+/* rows[ky] point at the block's first channel of source row ky, pixels xs
+ * floats apart. */
+AI void bw_px(vf *acc, const float *const *rows, long xs, int ky0, int ky1, long ix0, vf dv, vmask m, const int full,
+              const int K, const int rowcheck)
 {
     UNROLL for (int ky = 0; ky < K; ky++) {
         if (rowcheck && (ky < ky0 || ky >= ky1)) continue;
-        const float *xr = rows[ky] + c;
-        UNROLL for (int kx = 0; kx < K; kx++) {
-            long ix = ix0 + kx;
-            if (colcheck && (ix < 0 || ix >= ws)) continue;
-            acc[ky * K + kx] = _mm512_fmadd_ps(ld(m, xr + ix * C, full), dv, acc[ky * K + kx]);
-        }
+        const float *xr = rows[ky] + ix0 * xs;
+        UNROLL for (int kx = 0; kx < K; kx++) acc[ky * K + kx] = V_FMA(ld(m, xr + kx * xs, full), dv, acc[ky * K + kx]);
     }
 }
 
-AI void bw_row_blk(const geo *g, const float *const *rows, int ky0, int ky1, const float *dyrow, long c,
-                   __mmask16 m, double *tot, long totstride, long oxa, long oxb, const int full, const int K,
-                   const int S, const int rowcheck)
+/* Border columns [ox0, ox1) with bounds checks, on accumulators in memory:
+ * only a column or two per row, so they need no unrolled code. */
+static void bw_border(vf *acc, int K, int S, const float *const *rows, long xs, int ky0, int ky1, long ox0, long ox1,
+                      long pl, long ws, const float *dyp, long C, vmask m)
 {
-    const long C = g->C, ws = g->ws, pl = g->pl;
-    __m512 acc[25];
-    UNROLL for (int i = 0; i < K * K; i++) acc[i] = _mm512_setzero_ps();
-    long ox = 0;
-    for (; ox < oxa; ox++)
-        bw_px(acc, rows, ky0, ky1, ox * S - pl, ws, C, c, ld(m, dyrow + ox * C + c, full), m, full, K, rowcheck, 1);
-    for (; ox < oxb; ox++)
-        bw_px(acc, rows, ky0, ky1, ox * S - pl, ws, C, c, ld(m, dyrow + ox * C + c, full), m, full, K, rowcheck, 0);
-    for (; ox < g->wo; ox++)
-        bw_px(acc, rows, ky0, ky1, ox * S - pl, ws, C, c, ld(m, dyrow + ox * C + c, full), m, full, K, rowcheck, 1);
-    UNROLL for (int i = 0; i < K * K; i++) {
-        double *t = tot + i * totstride;
-        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(acc[i]));
-        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i]), 1)));
-        _mm512_storeu_pd(t, _mm512_add_pd(_mm512_loadu_pd(t), lo));
-        _mm512_storeu_pd(t + 8, _mm512_add_pd(_mm512_loadu_pd(t + 8), hi));
+    for (long ox = ox0; ox < ox1; ox++) {
+        vf dv = V_MLOAD(m, dyp + ox * C);
+        long ix0 = ox * S - pl;
+        for (int ky = ky0; ky < ky1; ky++)
+            for (int kx = 0; kx < K; kx++) {
+                long ix = ix0 + kx;
+                if (ix < 0 || ix >= ws) continue;
+                acc[ky * K + kx] = V_FMA(V_MLOAD(m, rows[ky] + ix * xs), dv, acc[ky * K + kx]);
+            }
     }
+}
+
+/* One output row of one channel block; taps are summed in ox order. */
+AI void bw_row_blk(const geo *g, const float *const *rows, long xs, int ky0, int ky1, const float *dyp, vmask m,
+                   double *tot, long totstride, long oxa, long oxb, const int full, const int K, const int S,
+                   const int rowcheck)
+{
+    const long C = g->C, pl = g->pl;
+    vf acc[25], mem[25];
+    for (int i = 0; i < K * K; i++) mem[i] = V_ZERO();
+    bw_border(mem, K, S, rows, xs, ky0, ky1, 0, oxa, pl, g->ws, dyp, C, m);
+    UNROLL for (int i = 0; i < K * K; i++) acc[i] = mem[i];
+    for (long ox = oxa; ox < oxb; ox++)
+        bw_px(acc, rows, xs, ky0, ky1, ox * S - pl, ld(m, dyp + ox * C, full), m, full, K, rowcheck);
+    UNROLL for (int i = 0; i < K * K; i++) mem[i] = acc[i];
+    bw_border(mem, K, S, rows, xs, ky0, ky1, oxb, g->wo, pl, g->ws, dyp, C, m);
+    for (int i = 0; i < K * K; i++) v_acc_double(tot + i * totstride, mem[i]);
 }
 
 AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *dw, long b0, long b1, const int K,
@@ -469,7 +633,7 @@ AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *
     interior_cols(g, &oxa, &oxb);
     for (long gb = b0; gb < b1; gb += BW_GROUP) {
         long gn = b1 - gb < BW_GROUP ? b1 - gb : BW_GROUP;
-        long totstride = gn * 16;
+        long totstride = gn * VL;
         for (long i = 0; i < K * K * totstride; i++) tot[i] = 0.0;
         for (long n = 0; n < N; n++) {
             for (long oy = 0; oy < g->ho; oy++) {
@@ -482,32 +646,40 @@ AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *
                 const float *dyrow = dy + (n * g->ho + oy) * g->wo * C;
                 int rowcheck = ky0 > 0 || ky1 < K;
                 for (long b = 0; b < gn; b++) {
-                    long c = (gb + b) * 16;
-                    double *t = tot + b * 16;
-                    if (c + 16 <= C) {
-                        if (rowcheck) bw_row_blk(g, rows, ky0, ky1, dyrow, c, 0xFFFF, t, totstride, oxa, oxb, 1, K, S, 1);
-                        else bw_row_blk(g, rows, ky0, ky1, dyrow, c, 0xFFFF, t, totstride, oxa, oxb, 1, K, S, 0);
+                    long c = (gb + b) * VL;
+                    double *t = tot + b * VL;
+                    const float *rr[5] = {NULL, NULL, NULL, NULL, NULL};
+                    for (int ky = ky0; ky < ky1; ky++) rr[ky] = rows[ky] + c;
+                    if (c + VL <= C) {
+                        const float *dyp = dyrow + c;
+                        if (rowcheck) bw_row_blk(g, rr, C, ky0, ky1, dyp, V_FULL, t, totstride, oxa, oxb, 1, K, S, 1);
+                        else bw_row_blk(g, rr, C, ky0, ky1, dyp, V_FULL, t, totstride, oxa, oxb, 1, K, S, 0);
                     } else {
-                        if (rowcheck) bw_row_blk(g, rows, ky0, ky1, dyrow, c, g->tail, t, totstride, oxa, oxb, 0, K, S, 1);
-                        else bw_row_blk(g, rows, ky0, ky1, dyrow, c, g->tail, t, totstride, oxa, oxb, 0, K, S, 0);
+                        /* the partial block takes the bounds-checked loop for the
+                         * whole row: unrolled masked code is large for little gain */
+                        vf mem[25];
+                        for (int i = 0; i < K * K; i++) mem[i] = V_ZERO();
+                        bw_border(mem, K, S, rr, C, ky0, ky1, 0, g->wo, g->pl, ws, dyrow + c, C, g->tail);
+                        for (int i = 0; i < K * K; i++) v_acc_double(t + i * totstride, mem[i]);
                     }
                 }
             }
         }
         for (int i = 0; i < K * K; i++)
             for (long b = 0; b < gn; b++) {
-                long c = (gb + b) * 16, cn = C - c < 16 ? C - c : 16;
-                const double *t = tot + i * totstride + b * 16;
+                long c = (gb + b) * VL, cn = C - c < VL ? C - c : VL;
+                const double *t = tot + i * totstride + b * VL;
                 float *d = dw + i * C + c;
                 for (long l = 0; l < cn; l++) d[l] += (float)t[l];
             }
     }
 }
 
-/* Blocks are 16-channel blocks [b0, b1).  The caller guarantees kh == kw in
- * {3, 5} and stride in {1, 2}. */
-void k_dw_bwd_weight_avx512(const k_conv_shape *s, const float *x, const float *dy, float *dw, long b0, long b1)
+/* Channels [c0, c1), c0 a multiple of VL and c1 a multiple of VL or C.  The
+ * caller guarantees kh == kw in {3, 5} and stride in {1, 2}. */
+void DW_NAME(k_dw_bwd_weight)(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0, long c1)
 {
+    long b0 = c0 / VL, b1 = (c1 + VL - 1) / VL;
     geo g;
     geo_init(&g, s);
     g.hs = s->h;

@@ -163,7 +163,9 @@ void k_se_fwd_ref(int n, long hw, int C, int S, const float *x, const float *W1,
  * t' = (1 - eps) * t + eps / K.  Returns the mean loss over the batch and
  * writes dlogits = (softmax - t') / n.  *correct = rows whose arg-max logit
  * equals the label (or the target's arg-max; ties -> lowest index).
- * Computed in double per row; deterministic. */
+ * Computed in double per row; deterministic.  A label outside [0, K)
+ * gives a NaN loss (callers validate labels first); dlogits and correct may
+ * be NULL. */
 double k_xent(int n, int K, const float *logits, const int32_t *labels, const float *targets, float smoothing,
               float *dlogits, int32_t *correct);
 
