@@ -60,7 +60,7 @@ TESTS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: env2 all lib test clean install uninstall sanitize check-torch bench demo abi-check abi-update fixtures examples
+.PHONY: env2 all lib test clean install uninstall sanitize check-torch bench demo abi-check abi-update fixtures examples check-determinism
 all: lib $(ENV2BIN) env2 examples
 
 lib: $(STATIC) $(SHARED)
@@ -159,3 +159,16 @@ demo: all
 # Speed against PyTorch on the same machine in the same run (see docs/PERFORMANCE.md).
 bench: all
 	$(PYTHON) tools/bench.py $(BUILD)/env2
+
+# Bit-identical training with and without OpenMP and at 1 and 2 threads.
+check-determinism:
+	$(MAKE) -s lib OPENMP=1
+	$(MAKE) -s lib OPENMP=0
+	$(CC) $(CFLAGS_BASE) -fopenmp -o build/train_dump_omp test/progs/train_dump.c build/omp1/libefficientnetv2.a -fopenmp $(LIBS)
+	$(CC) $(CFLAGS_BASE) -o build/train_dump_noomp test/progs/train_dump.c build/omp0/libefficientnetv2.a $(LIBS)
+	build/train_dump_omp build/det_omp2.safetensors 2
+	build/train_dump_omp build/det_omp1.safetensors 1
+	build/train_dump_noomp build/det_noomp.safetensors 1
+	cmp build/det_omp2.safetensors build/det_omp1.safetensors
+	cmp build/det_omp2.safetensors build/det_noomp.safetensors
+	@echo "determinism: OpenMP 2 threads, OpenMP 1 thread and no-OpenMP weights are identical"
