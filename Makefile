@@ -160,7 +160,8 @@ demo: all
 bench: all
 	$(PYTHON) tools/bench.py $(BUILD)/env2
 
-# Bit-identical training with and without OpenMP and at 1 and 2 threads.
+# Bit-identical training with and without OpenMP, at 1 and 2 threads, and
+# when stopped halfway and resumed in another process (and another build).
 check-determinism:
 	$(MAKE) -s lib OPENMP=1
 	$(MAKE) -s lib OPENMP=0
@@ -169,6 +170,9 @@ check-determinism:
 	build/train_dump_omp build/det_omp2.safetensors 2
 	build/train_dump_omp build/det_omp1.safetensors 1
 	build/train_dump_noomp build/det_noomp.safetensors 1
+	build/train_dump_omp build/det_half.ckpt 2 first
+	build/train_dump_noomp build/det_resumed.safetensors 1 resume build/det_half.ckpt
 	cmp build/det_omp2.safetensors build/det_omp1.safetensors
 	cmp build/det_omp2.safetensors build/det_noomp.safetensors
-	@echo "determinism: OpenMP 2 threads, OpenMP 1 thread and no-OpenMP weights are identical"
+	cmp build/det_omp2.safetensors build/det_resumed.safetensors
+	@echo "determinism: OpenMP 2 threads, 1 thread, no OpenMP, and stop/resume in a new process give identical weights"

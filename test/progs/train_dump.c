@@ -1,7 +1,10 @@
 /* Trains a small model for a few steps with dropout, drop-path, EMA and a
  * size change, then saves the weights to argv[1].  make check-determinism
  * builds it with and without OpenMP and at 1 and 2 threads and requires
- * byte-identical files. */
+ * byte-identical files.  With a third argument "first" it stops after half
+ * the steps and writes a checkpoint (argv[1]) instead; with "resume CKPT" it
+ * continues from that checkpoint in a new process. */
+#include <string.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +13,8 @@
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) return fprintf(stderr, "usage: train_dump OUT.safetensors THREADS\n"), 2;
+    if (argc < 3) return fprintf(stderr, "usage: train_dump OUT.safetensors THREADS [first | resume CKPT]\n"), 2;
+    int first = argc > 3 && !strcmp(argv[3], "first"), resume = argc > 4 && !strcmp(argv[3], "resume");
     env2_model_options mo;
     env2_model_options_init(&mo);
     mo.num_classes = 5;
@@ -34,15 +38,21 @@ int main(int argc, char **argv)
     enum { N = 8 };
     static float x[N * 3 * 40 * 40];
     int32_t y[N];
-    for (int step = 0; step < 6; step++) {
+    if (resume && env2_trainer_resume(t, argv[4], NULL, 0)) return fprintf(stderr, "%s\n", env2_last_error()), 1;
+    for (int step = resume ? 3 : 0; step < (first ? 3 : 6); step++) {
         int s = step % 2 ? 40 : 33;
         for (int i = 0; i < N * 3 * s * s; i++) x[i] = sinf(0.37f * (float)i + (float)step);
         for (int i = 0; i < N; i++) y[i] = (i + step) % 5;
         if (env2_train_step(t, x, N, s, s, ENV2_LAYOUT_NCHW, y, NULL, NULL, NULL))
             return fprintf(stderr, "%s\n", env2_last_error()), 1;
     }
-    env2_trainer_apply_ema(t);
-    int rc = env2_model_save(m, argv[1]) ? 1 : 0;
+    int rc;
+    if (first) {
+        rc = env2_trainer_save(t, argv[1], NULL) ? 1 : 0;
+    } else {
+        env2_trainer_apply_ema(t);
+        rc = env2_model_save(m, argv[1]) ? 1 : 0;
+    }
     env2_trainer_destroy(t);
     env2_model_destroy(m);
     return rc;
