@@ -169,7 +169,6 @@ env2_status model_build(env2_model *m, env2_err *e)
     m->bn_tracked = env2_calloc((size_t)m->nbn, sizeof(int64_t));
     m->bnfold = env2_aligned_alloc(b.ns * sizeof(float)); /* scale and shift: same count as mean + var */
     if (!m->params || !m->stats || !m->bn_tracked || !m->bnfold) goto nomem;
-    m->fold_dirty = 1;
     model_init_weights(m);
     return ENV2_OK;
 nomem:
@@ -222,7 +221,6 @@ void model_init_weights(env2_model *m)
         }
     }
     memset(m->bn_tracked, 0, (size_t)m->nbn * sizeof(int64_t));
-    m->fold_dirty = 1;
 }
 
 /* Internal layouts: dense conv HWIO, depthwise [kh][kw][c]; the rest as torch.

@@ -101,10 +101,9 @@ struct env2_model {
     int ws_n, ws_h, ws_w;
     float *ws;
     size_t ws_floats, ws_act, ws_conv, ws_se;
-    float *bnfold;            /* per-BN scale/shift, recomputed when dirty */
+    float *bnfold;            /* per-BN scale/shift, refolded at every forward (cheap) */
     float *inbuf;             /* NCHW -> NHWC conversion of the input */
     size_t in_floats;
-    int fold_dirty;
 
     env2_err err;
 };

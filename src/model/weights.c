@@ -114,7 +114,6 @@ env2_status model_load_st(env2_model *m, const void *data, size_t len, uint32_t 
     memcpy(m->params, np, m->nparams * sizeof(float));
     memcpy(m->stats, ns, m->nstats * sizeof(float));
     memcpy(m->bn_tracked, tracked, (size_t)m->nbn * sizeof(int64_t));
-    m->fold_dirty = 1;
 done:
     env2_aligned_free(np);
     env2_aligned_free(ns);

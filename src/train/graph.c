@@ -8,9 +8,6 @@
 #include "profile.h"
 #include "trainer.h"
 
-size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base);
-void graph_forward(env2_trainer *t, const float *params, int train_masks, int update_stats_later);
-void graph_backward(env2_trainer *t, const float *params);
 
 typedef struct planner {
     env2_trainer *t;
@@ -171,9 +168,8 @@ static void bn_apply(int nt, long rows, int C, const float *z, const float *gamm
     }
 }
 
-void graph_forward(env2_trainer *t, const float *params, int train_masks, int unused)
+void graph_forward(env2_trainer *t, const float *params, int train_masks)
 {
-    (void)unused;
     env2_model *m = t->m;
     int nt = model_threads(m), n = t->n;
     for (int i = 0; i < t->nnodes; i++) {

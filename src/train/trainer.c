@@ -11,9 +11,6 @@
 #include "profile.h"
 #include "trainer.h"
 
-size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base);
-void graph_forward(env2_trainer *t, const float *params, int train_masks, int unused);
-void graph_backward(env2_trainer *t, const float *params);
 
 static env2_status fail_t(env2_trainer *t, env2_status code, const char *fmt, ...) ENV2_PRINTF(3, 4);
 static env2_status fail_t(env2_trainer *t, env2_status code, const char *fmt, ...)
@@ -294,7 +291,7 @@ static env2_status forward_loss(env2_trainer *t, const float *images, int32_t n,
     if ((s = reshape(t, n, h, w))) return s;
     if (layout == ENV2_LAYOUT_NCHW) PROF(PROF_LAYOUT, k_nchw_to_nhwc(model_threads(m), n, m->in_ch, h, w, images, t->xin));
     else PROF(PROF_LAYOUT, memcpy(t->xin, images, count * sizeof(float)));
-    graph_forward(t, m->params, train_masks, 0);
+    graph_forward(t, m->params, train_masks);
     double l = 0;
     PROF(PROF_HEAD, l = k_xent(n, K, t->logits, labels, targets, t->smoothing, t->dlogits, correct));
     if (!isfinite(l)) return env2_fail(&t->err, ENV2_E_NUMERIC, "the loss is %g (diverged?)", l);
@@ -423,7 +420,6 @@ ENV2_API env2_status env2_train_step(env2_trainer *t, const float *images, int32
     if (t->o.clip_grad_norm > 0 && norm > t->o.clip_grad_norm) gscale = (float)(t->o.clip_grad_norm / (norm + 1e-6));
     PROF(PROF_OPTIM, optimizer_update(t, lr_at(t, t->step), gscale); update_bn_stats(t); t->step++;
          ema_update(t));
-    m->fold_dirty = 1;
     if (loss) *loss = (float)l;
     if (correct) *correct = cor;
     return ENV2_OK;
@@ -662,7 +658,6 @@ ENV2_API env2_status env2_trainer_resume(env2_trainer *t, const char *path, char
     t->drop_path = (float)dp;
     t->smoothing = (float)ls;
     t->wd = (float)wd;
-    m->fold_dirty = 1;
     if (user && user_len) {
         const char *u = st_meta(&f, "user");
         snprintf(user, user_len, "%s", u ? u : "");

@@ -49,4 +49,11 @@ struct env2_trainer {
     env2_err err;
 };
 
+/* The training graph (graph.c): plan the arena for (n, h, w) at base (or
+ * only size it when base is NULL; returns floats), forward in training mode
+ * (train_masks = 0 turns dropout and drop-path off), backward into t->grads. */
+size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base);
+void graph_forward(env2_trainer *t, const float *params, int train_masks);
+void graph_backward(env2_trainer *t, const float *params);
+
 #endif
