@@ -62,6 +62,13 @@ static inline void env2_range(long total, int ith, int nth, long *lo, long *hi)
     *lo = ith * base + (ith < rem ? ith : rem);
     *hi = *lo + base + (ith < rem ? 1 : 0);
 }
+/* A statically scheduled parallel loop over a variable named `nt` threads;
+ * without OpenMP it is a plain loop (and nt is marked used). */
+#ifdef _OPENMP
+#define ENV2_PARALLEL_FOR_NT _Pragma("omp parallel for num_threads(nt) if (nt > 1) schedule(static)")
+#else
+#define ENV2_PARALLEL_FOR_NT (void)nt;
+#endif
 int env2_thread_id(void);  /* inside a parallel region; 0 outside */
 int env2_max_threads(void); /* what "0 = all cores" resolves to */
 int env2_have_openmp(void);

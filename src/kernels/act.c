@@ -25,21 +25,6 @@ void k_act_avx512(int op, long n, const float *x, const float *dy, float *y);
 void k_act_avx2(int op, long n, const float *x, const float *dy, float *y);
 #endif
 
-typedef void (*par_fn)(void *arg, int ith, int nth);
-
-static void par_run(int nt, par_fn fn, void *arg)
-{
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        fn(arg, omp_get_thread_num(), omp_get_num_threads());
-        return;
-    }
-#endif
-    (void)nt;
-    fn(arg, 0, 1);
-}
-
 /* Operation codes shared with k_act_avx512 / k_act_avx2. */
 enum { OP_SILU = 0, OP_SILU_BWD = 1, OP_SIGMOID = 2, OP_SIGMOID_BWD = 3 };
 
@@ -104,7 +89,7 @@ static void act_run(int nt, int op, long n, const float *x, const float *dy, flo
 {
     if (n <= 0) return;
     act_job j = {op, k_simd_level(), n, x, dy, y};
-    par_run(n >= 65536 ? nt : 1, act_fn, &j);
+    k_par_run(n >= 65536 ? nt : 1, act_fn, &j);
 }
 
 void k_silu_fwd(int nt, long n, const float *x, float *y) { act_run(nt, OP_SILU, n, x, NULL, y); }

@@ -13,29 +13,7 @@
 
 #include "common.h"
 #include "kernels.h"
-
-/* gcc -O2 vectorizes these channel loops only when asked; clang does it on
- * its own and warns about the pragma at -O1 */
-#if defined(_OPENMP) && !defined(__clang__)
-#define SIMD_LOOP _Pragma("omp simd")
-#else
-#define SIMD_LOOP
-#endif
-
-typedef void (*par_fn)(void *arg, int ith, int nth);
-
-static void par_run(int nt, par_fn fn, void *arg)
-{
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        fn(arg, omp_get_thread_num(), omp_get_num_threads());
-        return;
-    }
-#endif
-    (void)nt;
-    fn(arg, 0, 1);
-}
+#include "kernels_internal.h"
 
 enum {
     BN_CHUNK = 64,  /* rows per float partial sum */
@@ -149,8 +127,8 @@ void k_bn_fwd_train(int nt, long rows, int C, const float *x, const float *gamma
     j.orstd = rstd;
     j.ovar = var_unbiased;
     int t = bn_threads(nt, rows, C);
-    par_run(t, fwd_stats_fn, &j);
-    par_run(t, fwd_apply_fn, &j);
+    k_par_run(t, fwd_stats_fn, &j);
+    k_par_run(t, fwd_apply_fn, &j);
 }
 
 /* Per channel of [g, g + cn): sum(dy) and sum(dy * xhat). */
@@ -250,8 +228,8 @@ void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const f
      * they fit, otherwise each thread finishes its own channels. */
     float stash[2 * BN_STASH];
     if (C <= BN_STASH && dx) j.stash = stash;
-    par_run(t, bwd_stats_fn, &j);
-    if (j.stash) par_run(t, bwd_apply_fn, &j);
+    k_par_run(t, bwd_stats_fn, &j);
+    if (j.stash) k_par_run(t, bwd_apply_fn, &j);
 }
 
 void k_bn_fold(int C, const float *gamma, const float *beta, const float *mean, const float *var, float eps,

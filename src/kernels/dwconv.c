@@ -34,29 +34,6 @@ DW_DECLARE(avx512)
 DW_DECLARE(avx2)
 #endif
 
-/* gcc -O2 vectorizes these channel loops only when asked; clang does it on
- * its own and warns about the pragma at -O1 */
-#if defined(_OPENMP) && !defined(__clang__)
-#define SIMD_LOOP _Pragma("omp simd")
-#else
-#define SIMD_LOOP
-#endif
-
-typedef void (*par_fn)(void *arg, int ith, int nth);
-
-static void par_run(int nt, par_fn fn, void *arg)
-{
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        fn(arg, omp_get_thread_num(), omp_get_num_threads());
-        return;
-    }
-#endif
-    (void)nt;
-    fn(arg, 0, 1);
-}
-
 /* Threads only pay off above a few hundred thousand multiply-adds. */
 static int threads_for(int nt, double work)
 {
@@ -346,21 +323,21 @@ void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
 {
     if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
     dw_job j = {s, x, w, y, ep, simd_path(s)};
-    par_run(threads_for(nt, dw_work(s)), fwd_job, &j);
+    k_par_run(threads_for(nt, dw_work(s)), fwd_job, &j);
 }
 
 void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx)
 {
     if (s->n <= 0 || s->h <= 0 || s->w <= 0 || s->ci <= 0) return;
     dw_job j = {s, dy, w, dx, NULL, simd_path(s)};
-    par_run(threads_for(nt, dw_work(s)), bwd_data_job, &j);
+    k_par_run(threads_for(nt, dw_work(s)), bwd_data_job, &j);
 }
 
 void k_dwconv_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw)
 {
     if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
     dw_wjob j = {s, x, dy, dw, simd_path(s)};
-    par_run(threads_for(nt, dw_work(s)), bwd_weight_job, &j);
+    k_par_run(threads_for(nt, dw_work(s)), bwd_weight_job, &j);
 }
 
 /* ---- references ---------------------------------------------------------------- */

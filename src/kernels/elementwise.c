@@ -8,29 +8,7 @@
 
 #include "common.h"
 #include "kernels.h"
-
-/* gcc -O2 vectorizes these channel loops only when asked; clang does it on
- * its own and warns about the pragma at -O1 */
-#if defined(_OPENMP) && !defined(__clang__)
-#define SIMD_LOOP _Pragma("omp simd")
-#else
-#define SIMD_LOOP
-#endif
-
-typedef void (*par_fn)(void *arg, int ith, int nth);
-
-static void par_run(int nt, par_fn fn, void *arg)
-{
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        fn(arg, omp_get_thread_num(), omp_get_num_threads());
-        return;
-    }
-#endif
-    (void)nt;
-    fn(arg, 0, 1);
-}
+#include "kernels_internal.h"
 
 static int ew_threads(int nt, double n) { return n < 65536.0 || nt < 1 ? 1 : nt; }
 
@@ -64,7 +42,7 @@ void k_add(int nt, long n, const float *a, const float *b, float *y)
 {
     if (n <= 0) return;
     add_job j = {n, a, b, y};
-    par_run(ew_threads(nt, (double)n), add_fn, &j);
+    k_par_run(ew_threads(nt, (double)n), add_fn, &j);
 }
 
 typedef struct scale_job {
@@ -95,7 +73,7 @@ void k_scale_rows(int nt, int n, long per, const float *x, const float *s, float
 {
     if (n <= 0 || per <= 0) return;
     scale_job j = {n, per, x, s, y};
-    par_run(ew_threads(nt, (double)n * per), scale_fn, &j);
+    k_par_run(ew_threads(nt, (double)n * per), scale_fn, &j);
 }
 
 /* ---- transposes ---------------------------------------------------------------
@@ -133,7 +111,7 @@ static void transpose(int nt, int n, long R, long Q, const float *src, float *ds
 {
     if (n <= 0 || R <= 0 || Q <= 0) return;
     tr_job j = {n, R, Q, src, dst};
-    par_run(ew_threads(nt, (double)n * R * Q), tr_fn, &j);
+    k_par_run(ew_threads(nt, (double)n * R * Q), tr_fn, &j);
 }
 
 void k_nchw_to_nhwc(int nt, int n, int C, int H, int W, const float *src, float *dst)

@@ -152,4 +152,19 @@ static inline __m256 k_silu256(__m256 x)
 }
 #endif
 
+/* Runs fn(arg, ith, nth) on nt threads (nth = threads granted), or once
+ * with (0, 1) when nt <= 1 or without OpenMP.  The one place the element-
+ * wise, BN, pooling, SE and depthwise kernels enter parallel regions, so a
+ * different threading back end only has to change this. */
+typedef void (*k_par_fn)(void *arg, int ith, int nth);
+void k_par_run(int nt, k_par_fn fn, void *arg);
+
+/* gcc -O2 vectorizes the channel loops only when asked; clang does it on
+ * its own and warns about the pragma at -O1 */
+#if defined(_OPENMP) && !defined(__clang__)
+#define SIMD_LOOP _Pragma("omp simd")
+#else
+#define SIMD_LOOP
+#endif
+
 #endif

@@ -11,29 +11,7 @@
 
 #include "common.h"
 #include "kernels.h"
-
-/* gcc -O2 vectorizes these channel loops only when asked; clang does it on
- * its own and warns about the pragma at -O1 */
-#if defined(_OPENMP) && !defined(__clang__)
-#define SIMD_LOOP _Pragma("omp simd")
-#else
-#define SIMD_LOOP
-#endif
-
-typedef void (*par_fn)(void *arg, int ith, int nth);
-
-static void par_run(int nt, par_fn fn, void *arg)
-{
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        fn(arg, omp_get_thread_num(), omp_get_num_threads());
-        return;
-    }
-#endif
-    (void)nt;
-    fn(arg, 0, 1);
-}
+#include "kernels_internal.h"
 
 enum { GAP_CHUNK = 64, GAP_GROUP = 256 };
 
@@ -81,7 +59,7 @@ void k_gap_fwd(int nt, int n, long hw, int C, const float *x, float *y)
         return;
     }
     gap_job j = {n, C, hw, x, y};
-    par_run((double)n * hw * C < 65536.0 ? 1 : nt, gap_fwd_fn, &j);
+    k_par_run((double)n * hw * C < 65536.0 ? 1 : nt, gap_fwd_fn, &j);
 }
 
 typedef struct gapb_job {
@@ -110,7 +88,7 @@ void k_gap_bwd(int nt, int n, long hw, int C, const float *dy, float *dx)
 {
     if (n <= 0 || C <= 0 || hw <= 0) return;
     gapb_job j = {n, C, hw, dy, dx};
-    par_run((double)n * hw * C < 65536.0 ? 1 : nt, gap_bwd_fn, &j);
+    k_par_run((double)n * hw * C < 65536.0 ? 1 : nt, gap_bwd_fn, &j);
 }
 
 void k_fc_fwd(int nt, int n, int in, int out, const float *x, const float *W, const float *b, float *y)

@@ -14,29 +14,7 @@
 
 #include "common.h"
 #include "kernels.h"
-
-/* gcc -O2 vectorizes these channel loops only when asked; clang does it on
- * its own and warns about the pragma at -O1 */
-#if defined(_OPENMP) && !defined(__clang__)
-#define SIMD_LOOP _Pragma("omp simd")
-#else
-#define SIMD_LOOP
-#endif
-
-typedef void (*par_fn)(void *arg, int ith, int nth);
-
-static void par_run(int nt, par_fn fn, void *arg)
-{
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        fn(arg, omp_get_thread_num(), omp_get_num_threads());
-        return;
-    }
-#endif
-    (void)nt;
-    fn(arg, 0, 1);
-}
+#include "kernels_internal.h"
 
 static size_t pad16(size_t v) { return (v + 15) & ~(size_t)15; }
 
@@ -96,7 +74,7 @@ void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     k_epilogue ep = {NULL, b2, K_ACT_SIGMOID, NULL, 0};
     k_sgemm(nt, 0, 1, n, C, S, 1.0f, A, S, W2, S, 0.0f, G, C, &ep);
     scale_job j = {n, C, hw, x, G, NULL, NULL, y};
-    par_run(se_threads(nt, n, hw, C), scale_fn, &j);
+    k_par_run(se_threads(nt, n, hw, C), scale_fn, &j);
 }
 
 typedef struct dgate_job {
@@ -144,14 +122,14 @@ void k_se_bwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     size_t nc = pad16((size_t)n * C), ns = pad16((size_t)n * S);
     float *DZ = scratch, *DP = scratch + nc, *A = scratch + 2 * nc, *DA = scratch + 2 * nc + ns;
     dgate_job gj = {n, C, hw, x, dy, gate, DZ};
-    par_run(se_threads(nt, n, hw, C), dgate_fn, &gj);
+    k_par_run(se_threads(nt, n, hw, C), dgate_fn, &gj);
     k_silu_fwd(nt, (long)n * S, hid, A);
     k_fc_bwd(nt, n, S, C, A, W2, DZ, DA, dW2, db2);
     k_silu_bwd(nt, (long)n * S, hid, DA, DA);
     k_fc_bwd(nt, n, C, S, pooled, W1, DA, DP, dW1, db1);
     if (dx) {
         scale_job j = {n, C, hw, NULL, gate, dy, DP, dx};
-        par_run(se_threads(nt, n, hw, C), scale_fn, &j);
+        k_par_run(se_threads(nt, n, hw, C), scale_fn, &j);
     }
 }
 

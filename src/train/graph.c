@@ -160,7 +160,7 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
 static void bn_apply(int nt, long rows, int C, const float *z, const float *gamma, const float *beta,
                      const float *mean, const float *rstd, float *y)
 {
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    ENV2_PARALLEL_FOR_NT
     for (long r = 0; r < rows; r++) {
         const float *zr = z + r * C;
         float *yr = y + r * C;

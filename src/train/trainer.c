@@ -326,7 +326,7 @@ static void optimizer_update(env2_trainer *t, double lr, float gscale)
     switch (o->optimizer) {
     case ENV2_OPT_SGD: {
         int nest = o->nesterov;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    ENV2_PARALLEL_FOR_NT
         for (long i = 0; i < np; i++) {
             float gi = g[i] * gscale;
             if (dm[i]) gi += wd * w[i];
@@ -338,7 +338,7 @@ static void optimizer_update(env2_trainer *t, double lr, float gscale)
     }
     case ENV2_OPT_RMSPROP_TF: {
         float rho = o->rms_decay, eps = o->eps;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    ENV2_PARALLEL_FOR_NT
         for (long i = 0; i < np; i++) {
             float gi = g[i] * gscale;
             if (dm[i]) gi += wd * w[i];
@@ -354,7 +354,7 @@ static void optimizer_update(env2_trainer *t, double lr, float gscale)
         float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
         float bc1 = (float)(1.0 - pow(b1, (double)step)), bc2 = (float)(1.0 - pow(b2, (double)step));
         float step_size = lrf / bc1, sq_bc2 = sqrtf(bc2);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    ENV2_PARALLEL_FOR_NT
         for (long i = 0; i < np; i++) {
             float gi = g[i] * gscale;
             if (dm[i]) w[i] *= 1.0f - lrf * wd;
