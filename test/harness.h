@@ -9,6 +9,40 @@
 
 static int test_passed_, test_failed_;
 
+/* Reproducible test data: an LCG each program seeds through test_rng_state
+ * (uniform floats in [-1, 1)), and allocation that ends the test program
+ * on failure. */
+#include <stdint.h>
+#include <stdlib.h>
+static uint64_t test_rng_state = 0x9E3779B97F4A7C15ull;
+static inline float frand(void)
+{
+    test_rng_state = test_rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((test_rng_state >> 40) & 0xFFFFFF) / 16777216.0f * 2.0f - 1.0f;
+}
+static inline float *falloc(long n)
+{
+    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+static inline float *frandom(long n)
+{
+    float *p = falloc(n);
+    for (long i = 0; i < n; i++) p[i] = frand();
+    return p;
+}
+static inline float *fcopy(const float *s, long n)
+{
+    float *p = falloc(n);
+    memcpy(p, s, (size_t)(n > 0 ? n : 1) * sizeof(float));
+    return p;
+}
+
+
 #define CHECK(cond)                                                              \
     do {                                                                         \
         if (cond) test_passed_++;                                                \

@@ -10,33 +10,6 @@
 #include "kernels/kernels.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static float frand(void)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng_state >> 40) & 0xFFFFFF) / 16777216.0f * 2.0f - 1.0f;
-}
-static float *falloc(long n)
-{
-    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-static float *frandom(long n)
-{
-    float *p = falloc(n);
-    for (long i = 0; i < n; i++) p[i] = frand();
-    return p;
-}
-static float *fcopy(const float *s, long n)
-{
-    float *p = falloc(n);
-    memcpy(p, s, (size_t)(n > 0 ? n : 1) * sizeof(float));
-    return p;
-}
 static void ffill(float *p, long n, float v)
 {
     for (long i = 0; i < n; i++) p[i] = v;
@@ -679,6 +652,7 @@ static void bench_dw(int n, int h, int C, int stride, int nt)
 
 int main(void)
 {
+    test_rng_state = 0x2545F4914F6CDD1Dull;
     find_levels();
     test_dwconv();
     test_bn();
