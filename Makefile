@@ -100,6 +100,9 @@ $(BUILD)/test/%: test/%.c test/harness.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itest -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)
 
+# test_data compiles the command-line front end in
+$(BUILD)/test/test_data: tools/cmd_train.c
+
 # Every test program prints "N passed, N failed" last; run_tests.sh sums them.
 # the install test links uninstrumented programs, so sanitizer builds skip it
 INSTALL_TEST ?= test/test_install.sh

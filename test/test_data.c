@@ -995,6 +995,16 @@ static void test_commands(void)
     ma = slurp(p1);
     CHECK(ma && strstr(ma, "\"epoch\":3,\"step\":12,\"stage\":3,\"size\":12") && strstr(ma, "\"val_acc\":") &&
           strstr(ma, "\"size\":8"));
+    /* without --eval-stage-size every epoch is judged at the final size */
+    CHECK(ma && strstr(ma, "\"epoch\":1,") && !strstr(ma, "\"eval_size\":8"));
+    free(ma);
+    snprintf(p2, sizeof p2, "%s/run_e", tmpdir);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --eval-stage-size", common, data, p2), 0);
+    snprintf(p1, sizeof p1, "%s/run_e/metrics.jsonl", tmpdir);
+    ma = slurp(p1);
+    /* stage 1 trains and is judged at 8, the last stage at the final 12 */
+    CHECK(ma && strstr(ma, "\"size\":8,") && strstr(ma, "\"eval_size\":8,") &&
+          strstr(ma, "\"stage\":3,\"size\":12,") && strstr(strstr(ma, "\"epoch\":3,"), "\"eval_size\":12,"));
     free(ma);
     snprintf(p1, sizeof p1, "%s/model.safetensors", a);
     CHECK(file_size(p1) > 0);

@@ -186,7 +186,7 @@ typedef struct train_cfg {
     char seed[24];
     char out[PATHLEN];
     int resume, overwrite;
-    int eval_size;
+    int eval_size, eval_stage_size;
     long long max_steps, eval_max;
     int quiet, no_prefetch;
     long long stop_after;
@@ -250,6 +250,7 @@ static const topt topts[] = {
     OPT("resume", T_FLAG, resume, 0, 0, 0),
     OPT("overwrite", T_FLAG, overwrite, 0, 0, 0),
     OPT("eval-size", T_INT, eval_size, F_KEEP, 8, 4096),
+    OPT("eval-stage-size", T_FLAG, eval_stage_size, F_KEEP, 0, 0),
     OPT("max-steps", T_LL, max_steps, F_RUN, 1, 9e15),
     OPT("eval-max", T_LL, eval_max, F_KEEP, 1, 9e15),
     OPT("quiet", T_FLAG, quiet, 0, 0, 0),
@@ -812,8 +813,8 @@ static const char *train_usage =
     "stages: --progressive PRESET|linear|off  --stages M  --size-start S --size-end S  --size-multiple N\n"
     "        --randaug-start M --randaug-end M  --mixup-start A --mixup-end A  --cutmix-start A --cutmix-end A\n"
     "        --dropout-start P --dropout-end P\n"
-    "run:    --out DIR (env2-run)  --resume  --overwrite  --seed S  --threads N  --eval-size S  --eval-max N\n"
-    "        --max-steps N (per epoch)  --quiet  --no-prefetch  --stop-after STEP (acts as Ctrl-C there)\n"
+    "run:    --out DIR (env2-run)  --resume  --overwrite  --seed S  --threads N  --eval-size S  --eval-stage-size\n"
+    "        --eval-max N  --max-steps N (per epoch)  --quiet  --no-prefetch  --stop-after STEP (acts as Ctrl-C there)\n"
     "PRESET: paper-s|paper-m|paper-l|official-s|official-m|official-l|official-xl.  See docs/TRAINING.md.\n";
 
 typedef struct run {
@@ -931,6 +932,7 @@ static int run_training(run *r, run_state *s, int fresh_metrics, int tty)
     dc.seed = seed;
     spe = data_num_batches(&r->train, &dc);
     if (eval_size <= 0) env2_schedule_stage(r->sched, nst - 1, &b0_, &e0_, &eval_size, NULL, 0);
+    const int32_t eval_size_final = eval_size;
 
     for (int64_t ep = s->epoch; ep < c->epochs; ep++) {
         int32_t stage = 0, size = 0;
@@ -1011,6 +1013,9 @@ static int run_training(run *r, run_state *s, int fresh_metrics, int tty)
             return 130;
         }
 
+        /* --eval-stage-size: judge each stage at the scale it trains on; the
+         * last stage trains at the final size, so the final figure is the same */
+        eval_size = c->eval_stage_size && c->eval_size <= 0 ? size : eval_size_final;
         if (tty && !c->quiet) {
             printf("\r\033[Kepoch %lld/%d  evaluating at %d x %d%s...", (long long)ep + 1, c->epochs, (int)eval_size,
                    (int)eval_size, use_ema ? " with EMA weights" : "");

@@ -619,6 +619,8 @@ def parse_args(argv):
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=0, help="0 = all cores")
     g.add_argument("--eval-size", type=int, default=0)
+    g.add_argument("--eval-stage-size", action="store_true",
+                   help="evaluate each epoch at its stage's training size (as env2 train --eval-stage-size)")
     g.add_argument("--eval-max", type=int, default=0)
     g.add_argument("--max-steps", type=int, default=0, help="steps per epoch at most")
     g.add_argument("--quiet", action="store_true")
@@ -698,7 +700,7 @@ def main(argv=None):
     ema = Ema(model, a.ema) if a.ema > 0 else None
     eval_size = a.eval_size if a.eval_size > 0 else sched.size(sched.m - 1)
     n_eval = min(a.eval_max, len(xte)) if a.eval_max > 0 else len(xte)
-    x_eval = eval_tensor(xte[:n_eval], eval_size)
+    eval_cache = {}
     y_eval = torch.from_numpy(yte[:n_eval])
     trainset = TrainSet(xtr, ytr)
     loader = torch.utils.data.DataLoader(trainset, batch_size=a.batch, shuffle=True, drop_last=True, num_workers=0,
@@ -748,7 +750,11 @@ def main(argv=None):
             correct += (logits.detach().argmax(1) == targets.argmax(1)).sum().item()
             seen += len(x)
         train_time = time.perf_counter() - t_ep
-        te_loss, te_acc = evaluate(ema.model if ema else model, x_eval, y_eval, a.batch)
+        es = size if a.eval_stage_size and a.eval_size <= 0 else eval_size
+        if es not in eval_cache:
+            eval_cache.clear()
+            eval_cache[es] = eval_tensor(xte[:n_eval], es)
+        te_loss, te_acc = evaluate(ema.model if ema else model, eval_cache[es], y_eval, a.batch)
         wall = time.perf_counter() - t_start
         ips = seen / train_time if train_time > 0 else 0.0
         tl, ta = (loss_sum / seen, correct / seen) if seen else (float("nan"), float("nan"))
@@ -757,7 +763,7 @@ def main(argv=None):
         rec = {"epoch": ep + 1, "step": step, "stage": stage + 1, "size": size, "lr": num6(lr_used),
                "dropout": num6(dropout), "drop_path": num6(drop_path), "randaug": num6(ra), "mixup": num6(mix),
                "cutmix": num6(cut), "train_loss": num6(tl), "train_acc": num6(ta), "test_loss": num6(te_loss),
-               "test_acc": num6(te_acc), "eval_size": eval_size, "ema": ema is not None, "wall_s": num6(wall),
+               "test_acc": num6(te_acc), "eval_size": es, "ema": ema is not None, "wall_s": num6(wall),
                "images_per_s": num6(ips), "engine": "torch"}
         with open(metrics_path, "a") as f:
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
