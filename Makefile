@@ -60,7 +60,7 @@ TESTS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: env2 all lib test clean install uninstall sanitize check-torch bench demo abi-check abi-update fixtures examples check-determinism
+.PHONY: env2 all lib test clean install uninstall sanitize check-torch bench demo results abi-check abi-update fixtures examples check-determinism
 all: lib $(ENV2BIN) env2 examples
 
 lib: $(STATIC) $(SHARED)
@@ -158,6 +158,15 @@ demo: all
 	@sh tools/get_fashion_mnist.sh "$(FMNIST)"
 	./env2 train --arch "$(DEMO_ARCH)" --stem 24 --head 256 --data fashion-mnist --data-dir "$(FMNIST)" \
 	    $(DEMO_FLAGS) --out runs/demo --overwrite
+
+# The comparisons of docs/RESULTS.md: the demo recipe with and without
+# progressive learning (2 seeds), with fixed instead of adaptive
+# regularization, and in PyTorch; two runs at a time, one thread each.
+RESULTS_FIXED_REG ?= --dropout-start 0.1
+results: all
+	@sh tools/get_fashion_mnist.sh "$(FMNIST)"
+	$(PYTHON) tools/results.py --env2 ./env2 --torch --fixed-reg "$(RESULTS_FIXED_REG)" \
+	    --recipe '--arch "$(DEMO_ARCH)" --stem 24 --head 256 --data fashion-mnist --data-dir "$(FMNIST)" $(DEMO_FLAGS)'
 
 # Speed against PyTorch on the same machine in the same run (see docs/PERFORMANCE.md).
 bench: all

@@ -266,7 +266,7 @@ static void test_bn(void)
     test_bn_case(1000, 33, 0.0f);
     test_bn_case(4099, 96, 0.0f);
     test_bn_case(300, 300, 0.0f);
-    test_bn_case(70, 4200, 0.0f); /* above the stack stash: channel-split backward */
+    test_bn_case(70, 4200, 0.0f); /* more channels than one stack window of backward means */
     /* a large mean with unit spread: a one-pass E[x^2] - E[x]^2 in float
      * would lose the variance entirely */
     test_bn_case(2000, 24, 1000.0f);

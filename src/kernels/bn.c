@@ -1,10 +1,13 @@
 /* Batch normalization over a rows x C view (NHWC activations).
  *
- * Statistics are reduced per channel by one thread over all rows, in chunks
- * of BN_CHUNK rows summed in float and combined in order in double, so they
- * depend only on the data, never on the thread count.  Channels are handed
- * to threads in 16-channel blocks (whole cache lines).  The elementwise
- * passes are split over rows. */
+ * Statistics: rows are cut into at most BN_MAXBLK blocks whose length
+ * depends on the row count alone; each block's per-channel sums are taken in
+ * float over BN_CHUNK rows and combined in double, and the blocks' sums are
+ * added in block order.  Threads take whole blocks, so the result depends
+ * only on the data, never on the thread count, and threads stream disjoint
+ * rows (splitting channels instead leaves a thread idle when C is 16 or 24
+ * and makes every thread read every cache line).
+ * The elementwise passes are split over rows. */
 #include <math.h>
 #include <stddef.h>
 #ifdef _OPENMP
@@ -16,9 +19,10 @@
 #include "kernels_internal.h"
 
 enum {
-    BN_CHUNK = 64,  /* rows per float partial sum */
-    BN_GROUP = 256, /* channels reduced together (stack arrays) */
-    BN_STASH = 4096 /* largest C whose backward sums are kept on the caller's stack */
+    BN_CHUNK = 64,   /* rows per float partial sum */
+    BN_MAXBLK = 16,  /* at most this many row blocks: bounds the stack scratch */
+    BN_RGROUP = 128, /* channels per reduction region */
+    BN_STASH = 2048  /* channels whose backward means are kept on the stack at a time */
 };
 
 static int bn_threads(int nt, long rows, int C)
@@ -26,41 +30,15 @@ static int bn_threads(int nt, long rows, int C)
     return (double)rows * C < 65536.0 ? 1 : (nt < 1 ? 1 : nt);
 }
 
-/* Channel range [c0, c1) of thread ith: whole 16-channel blocks. */
-static void chan_range(int C, int ith, int nth, long *c0, long *c1)
-{
-    long lo, hi;
-    env2_range((C + 15) / 16, ith, nth, &lo, &hi);
-    *c0 = lo * 16;
-    *c1 = hi * 16 < C ? hi * 16 : C;
-}
-
 static void row_range(long rows, int ith, int nth, long *r0, long *r1) { env2_range(rows, ith, nth, r0, r1); }
 
-/* sum over rows of (x - shift) (p = 1) or (x - shift)^2 (p = 2), per channel of
- * [c0, c0 + cn), into out (double). */
-static void chan_sums(long rows, int C, const float *x, long c0, int cn, const float *shift, int p, double *out)
+/* Rows per block: a function of rows alone, whole BN_CHUNKs, at most
+ * BN_MAXBLK blocks. */
+static long block_rows(long rows)
 {
-    float part[BN_GROUP];
-    for (int j = 0; j < cn; j++) out[j] = 0.0;
-    for (long r0 = 0; r0 < rows; r0 += BN_CHUNK) {
-        long r1 = r0 + BN_CHUNK < rows ? r0 + BN_CHUNK : rows;
-        for (int j = 0; j < cn; j++) part[j] = 0.0f;
-        for (long r = r0; r < r1; r++) {
-            const float *xr = x + r * C + c0;
-            if (p == 1) {
-                SIMD_LOOP
-                for (int j = 0; j < cn; j++) part[j] += xr[j];
-            } else {
-                SIMD_LOOP
-                for (int j = 0; j < cn; j++) {
-                    float d = xr[j] - shift[j];
-                    part[j] += d * d;
-                }
-            }
-        }
-        for (int j = 0; j < cn; j++) out[j] += part[j];
-    }
+    long b = (rows + BN_MAXBLK - 1) / BN_MAXBLK;
+    b = (b + BN_CHUNK - 1) / BN_CHUNK * BN_CHUNK;
+    return b < BN_CHUNK ? BN_CHUNK : b;
 }
 
 typedef struct bn_job {
@@ -69,23 +47,102 @@ typedef struct bn_job {
     const float *x, *dy, *gamma, *beta, *mean, *rstd;
     float eps;
     float *y, *omean, *orstd, *ovar, *dx, *dgamma, *dbeta;
-    float *stash; /* backward: [2][C] mean(dy), mean(dy*xhat); NULL = channel-split dx */
+    float *stash; /* backward: [2][C] mean(dy), mean(dy*xhat) */
 } bn_job;
 
-static void fwd_stats_fn(void *arg, int ith, int nth)
+/* One reduction over the channels [g, g + cn) (cn <= BN_RGROUP):
+ * kind 1 = sum(x), 2 = sum((x - shift)^2), 3 = sum(dy) and sum(dy * (x - mean)).
+ * part1/part2 hold one row of BN_RGROUP doubles per block. */
+typedef struct bn_red {
+    const bn_job *j;
+    long g, brows;
+    int cn, nblk, kind;
+    const float *shift;
+    double *part1, *part2;
+} bn_red;
+
+static void red_block(const bn_red *q, long blk)
 {
-    const bn_job *j = arg;
-    long c0, c1;
-    chan_range(j->C, ith, nth, &c0, &c1);
-    double s1[BN_GROUP], s2[BN_GROUP];
-    float m[BN_GROUP];
-    for (long g = c0; g < c1; g += BN_GROUP) {
-        int cn = c1 - g < BN_GROUP ? (int)(c1 - g) : BN_GROUP;
-        chan_sums(j->rows, j->C, j->x, g, cn, NULL, 1, s1);
+    const bn_job *j = q->j;
+    const int C = j->C, cn = q->cn, kind = q->kind;
+    const long g = q->g, rb0 = blk * q->brows, rb1 = rb0 + q->brows < j->rows ? rb0 + q->brows : j->rows;
+    double *o1 = q->part1 + blk * BN_RGROUP, *o2 = q->part2 ? q->part2 + blk * BN_RGROUP : NULL;
+    float p1[BN_RGROUP], p2[BN_RGROUP];
+    const float *sh = kind == 2 ? q->shift : kind == 3 ? j->mean + g : NULL;
+    for (int i = 0; i < cn; i++) o1[i] = 0.0;
+    if (o2)
+        for (int i = 0; i < cn; i++) o2[i] = 0.0;
+    for (long r0 = rb0; r0 < rb1; r0 += BN_CHUNK) {
+        long r1 = r0 + BN_CHUNK < rb1 ? r0 + BN_CHUNK : rb1;
+        for (int i = 0; i < cn; i++) p1[i] = p2[i] = 0.0f;
+        for (long r = r0; r < r1; r++) {
+            const float *xr = j->x + r * C + g;
+            if (kind == 1) {
+                SIMD_LOOP
+                for (int i = 0; i < cn; i++) p1[i] += xr[i];
+            } else if (kind == 2) {
+                SIMD_LOOP
+                for (int i = 0; i < cn; i++) {
+                    float d = xr[i] - sh[i];
+                    p1[i] += d * d;
+                }
+            } else {
+                const float *dr = j->dy + r * C + g;
+                SIMD_LOOP
+                for (int i = 0; i < cn; i++) {
+                    p1[i] += dr[i];
+                    p2[i] += dr[i] * (xr[i] - sh[i]);
+                }
+            }
+        }
+        for (int i = 0; i < cn; i++) o1[i] += p1[i];
+        if (o2)
+            for (int i = 0; i < cn; i++) o2[i] += p2[i];
+    }
+}
+
+static void red_fn(void *arg, int ith, int nth)
+{
+    const bn_red *q = arg;
+    long b0, b1;
+    env2_range(q->nblk, ith, nth, &b0, &b1);
+    for (long b = b0; b < b1; b++) red_block(q, b);
+}
+
+/* Runs the reduction and adds the blocks in order into out1 (and out2). */
+static void reduce(int nt, bn_red *q, double *out1, double *out2)
+{
+    double part1[BN_MAXBLK * BN_RGROUP], part2[BN_MAXBLK * BN_RGROUP];
+    q->brows = block_rows(q->j->rows);
+    q->nblk = (int)((q->j->rows + q->brows - 1) / q->brows);
+    q->part1 = part1;
+    q->part2 = q->kind == 3 ? part2 : NULL;
+    k_par_run(nt < q->nblk ? nt : q->nblk, red_fn, q);
+    for (int i = 0; i < q->cn; i++) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int b = 0; b < q->nblk; b++) {
+            s1 += part1[b * BN_RGROUP + i];
+            if (out2) s2 += part2[b * BN_RGROUP + i];
+        }
+        out1[i] = s1;
+        if (out2) out2[i] = s2;
+    }
+}
+
+static void fwd_stats(int nt, const bn_job *j)
+{
+    double s1[BN_RGROUP], s2[BN_RGROUP];
+    float m[BN_RGROUP];
+    for (long g = 0; g < j->C; g += BN_RGROUP) {
+        int cn = j->C - g < BN_RGROUP ? (int)(j->C - g) : BN_RGROUP;
+        bn_red q = {j, g, 0, cn, 0, 1, NULL, NULL, NULL};
+        reduce(nt, &q, s1, NULL);
         for (int i = 0; i < cn; i++) m[i] = (float)(s1[i] / (double)j->rows);
         /* second pass around the rounded mean: the variance of x - m equals
          * that of x, and sum(x - m) is ~0, so no correction term is needed */
-        chan_sums(j->rows, j->C, j->x, g, cn, m, 2, s2);
+        q.kind = 2;
+        q.shift = m;
+        reduce(nt, &q, s2, NULL);
         for (int i = 0; i < cn; i++) {
             double var = s2[i] / (double)j->rows;
             j->omean[g + i] = m[i];
@@ -127,34 +184,8 @@ void k_bn_fwd_train(int nt, long rows, int C, const float *x, const float *gamma
     j.orstd = rstd;
     j.ovar = var_unbiased;
     int t = bn_threads(nt, rows, C);
-    k_par_run(t, fwd_stats_fn, &j);
+    fwd_stats(t, &j);
     k_par_run(t, fwd_apply_fn, &j);
-}
-
-/* Per channel of [g, g + cn): sum(dy) and sum(dy * xhat). */
-static void bwd_sums(const bn_job *j, long g, int cn, double *sdy, double *sdx)
-{
-    const int C = j->C;
-    float p1[BN_GROUP], p2[BN_GROUP];
-    const float *mu = j->mean + g;
-    for (int i = 0; i < cn; i++) sdy[i] = sdx[i] = 0.0;
-    for (long r0 = 0; r0 < j->rows; r0 += BN_CHUNK) {
-        long r1 = r0 + BN_CHUNK < j->rows ? r0 + BN_CHUNK : j->rows;
-        for (int i = 0; i < cn; i++) p1[i] = p2[i] = 0.0f;
-        for (long r = r0; r < r1; r++) {
-            const float *xr = j->x + r * C + g, *dr = j->dy + r * C + g;
-            SIMD_LOOP
-            for (int i = 0; i < cn; i++) {
-                p1[i] += dr[i];
-                p2[i] += dr[i] * (xr[i] - mu[i]);
-            }
-        }
-        for (int i = 0; i < cn; i++) {
-            sdy[i] += p1[i];
-            sdx[i] += p2[i];
-        }
-    }
-    for (int i = 0; i < cn; i++) sdx[i] *= j->rstd[g + i];
 }
 
 /* dx for rows [r0, r1) and channels [c0, c1); m1, m2 are indexed from c0. */
@@ -172,39 +203,17 @@ static void bwd_dx_rows(const bn_job *j, long r0, long r1, long c0, long c1, con
     }
 }
 
-static void bwd_stats_fn(void *arg, int ith, int nth)
-{
-    const bn_job *j = arg;
+typedef struct bn_apply_job {
+    const bn_job *j;
     long c0, c1;
-    chan_range(j->C, ith, nth, &c0, &c1);
-    double sdy[BN_GROUP], sdx[BN_GROUP];
-    float m1[BN_GROUP], m2[BN_GROUP];
-    for (long g = c0; g < c1; g += BN_GROUP) {
-        int cn = c1 - g < BN_GROUP ? (int)(c1 - g) : BN_GROUP;
-        bwd_sums(j, g, cn, sdy, sdx);
-        for (int i = 0; i < cn; i++) {
-            if (j->dbeta) j->dbeta[g + i] += (float)sdy[i];
-            if (j->dgamma) j->dgamma[g + i] += (float)sdx[i];
-            m1[i] = (float)(sdy[i] / (double)j->rows);
-            m2[i] = (float)(sdx[i] / (double)j->rows);
-        }
-        if (j->stash) {
-            for (int i = 0; i < cn; i++) {
-                j->stash[g + i] = m1[i];
-                j->stash[j->C + g + i] = m2[i];
-            }
-        } else if (j->dx) {
-            bwd_dx_rows(j, 0, j->rows, g, g + cn, m1, m2);
-        }
-    }
-}
+} bn_apply_job;
 
 static void bwd_apply_fn(void *arg, int ith, int nth)
 {
-    const bn_job *j = arg;
+    const bn_apply_job *a = arg;
     long r0, r1;
-    row_range(j->rows, ith, nth, &r0, &r1);
-    bwd_dx_rows(j, r0, r1, 0, j->C, j->stash, j->stash + j->C);
+    row_range(a->j->rows, ith, nth, &r0, &r1);
+    bwd_dx_rows(a->j, r0, r1, a->c0, a->c1, a->j->stash, a->j->stash + BN_STASH);
 }
 
 void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const float *gamma, const float *mean,
@@ -223,13 +232,31 @@ void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const f
     j.dgamma = dgamma;
     j.dbeta = dbeta;
     int t = bn_threads(nt, rows, C);
-    /* Splitting dx over rows balances small channel counts, but needs the
-     * per-channel means between the two passes; keep them on the stack when
-     * they fit, otherwise each thread finishes its own channels. */
+    /* dx needs the per-channel means of dy and dy * xhat first; they are kept
+     * on the stack for a window of BN_STASH channels at a time, so dx is
+     * always split over rows. */
     float stash[2 * BN_STASH];
-    if (C <= BN_STASH && dx) j.stash = stash;
-    k_par_run(t, bwd_stats_fn, &j);
-    if (j.stash) k_par_run(t, bwd_apply_fn, &j);
+    j.stash = stash;
+    for (long w0 = 0; w0 < C; w0 += BN_STASH) {
+        long w1 = w0 + BN_STASH < C ? w0 + BN_STASH : C;
+        for (long g = w0; g < w1; g += BN_RGROUP) {
+            int cn = w1 - g < BN_RGROUP ? (int)(w1 - g) : BN_RGROUP;
+            double sdy[BN_RGROUP], sdx[BN_RGROUP];
+            bn_red q = {&j, g, 0, cn, 0, 3, NULL, NULL, NULL};
+            reduce(t, &q, sdy, sdx);
+            for (int i = 0; i < cn; i++) {
+                sdx[i] *= rstd[g + i];
+                if (dbeta) dbeta[g + i] += (float)sdy[i];
+                if (dgamma) dgamma[g + i] += (float)sdx[i];
+                stash[g - w0 + i] = (float)(sdy[i] / (double)rows);
+                stash[BN_STASH + g - w0 + i] = (float)(sdx[i] / (double)rows);
+            }
+        }
+        if (dx) {
+            bn_apply_job aj = {&j, w0, w1};
+            k_par_run(t, bwd_apply_fn, &aj);
+        }
+    }
 }
 
 void k_bn_fold(int C, const float *gamma, const float *beta, const float *mean, const float *var, float eps,
