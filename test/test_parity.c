@@ -11,6 +11,7 @@
 #include "efficientnetv2.h"
 #include "harness.h"
 #include "io/io.h"
+#include "kernels/kernels.h"
 
 #ifndef FIXTURE_DIR
 #define FIXTURE_DIR "test/data"
@@ -372,29 +373,36 @@ int main(int argc, char **argv)
 {
     static const char *names[] = {"tiny_rgb", "tiny_gray_same", "tiny_rgb_same"};
     const char *dir = argc > 1 ? argv[1] : FIXTURE_DIR;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s.safetensors", dir, names[i]);
-        fixture = names[i];
-        env2_err e;
-        memset(&F, 0, sizeof F);
-        if (st_open_file(&F, path, &e) != ENV2_OK) {
-            CHECK_MSG(0, "cannot open fixture %s: %s", path, e.msg);
-            continue;
+    /* every SIMD path this CPU has, each forced in turn, must match torch */
+    for (int level = K_SIMD_GENERIC; level <= k_simd_detect(); level++) {
+        k_simd_force(level);
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            char path[512], label[96];
+            snprintf(path, sizeof path, "%s/%s.safetensors", dir, names[i]);
+            snprintf(label, sizeof label, "%s [%s]", names[i], k_simd_name(level));
+            fixture = label;
+            env2_err e;
+            memset(&F, 0, sizeof F);
+            if (st_open_file(&F, path, &e) != ENV2_OK) {
+                CHECK_MSG(0, "cannot open fixture %s: %s", path, e.msg);
+                continue;
+            }
+            env2_model *m = load_model();
+            CHECK(m != NULL);
+            if (m) {
+                check_eval(m);
+                check_grads(m);
+                env2_model_destroy(m);
+            }
+            check_optim("sgd", ENV2_OPT_SGD, 0.05f, 1e-4f, 0);
+            check_optim("sgd_nesterov", ENV2_OPT_SGD, 0.05f, 1e-4f, 1);
+            check_optim("adamw", ENV2_OPT_ADAMW, 1e-3f, 0.05f, 0);
+            check_optim("rmsprop_tf", ENV2_OPT_RMSPROP_TF, 1e-3f, 1e-5f, 0);
+            st_close(&F);
         }
-        env2_model *m = load_model();
-        CHECK(m != NULL);
-        if (m) {
-            check_eval(m);
-            check_grads(m);
-            env2_model_destroy(m);
-        }
-        check_optim("sgd", ENV2_OPT_SGD, 0.05f, 1e-4f, 0);
-        check_optim("sgd_nesterov", ENV2_OPT_SGD, 0.05f, 1e-4f, 1);
-        check_optim("adamw", ENV2_OPT_ADAMW, 1e-3f, 0.05f, 0);
-        check_optim("rmsprop_tf", ENV2_OPT_RMSPROP_TF, 1e-3f, 1e-5f, 0);
-        st_close(&F);
     }
-    CHECK_MSG(trajectories >= 4, "only %d optimizer trajectories found in the fixtures", trajectories);
+    k_simd_force(k_simd_detect());
+    CHECK_MSG(trajectories >= 4 * (k_simd_detect() + 1), "only %d optimizer trajectories found in the fixtures",
+              trajectories);
     return test_summary();
 }
