@@ -251,6 +251,30 @@ static void test_bn_case(long rows, int C, float offset)
               same_bits(v[0], v[1], C));
         CHECK(same_bits(dx[0], dx[1], n) && same_bits(dg[0], dg[1], C) && same_bits(db[0], db[1], C));
     }
+    /* SiLU fused into both directions */
+    float *ya = falloc(n), *dxa = falloc(n), *dga = fcopy(dg0, C), *dba = fcopy(db0, C);
+    k_silu_fwd_ref(n, yr, ya);
+    k_bn_act_bwd_ref(rows, C, x, dy, gamma, beta, mr, rr, K_ACT_SILU, dxa, dga, dba);
+    float *dact = falloc(n);
+    for (int li = 0; li < nlevels; li++) {
+        k_simd_force(levels[li]);
+        for (int t = 0; t < 2; t++) {
+            memcpy(dg[t], dg0, (size_t)C * sizeof(float));
+            memcpy(db[t], db0, (size_t)C * sizeof(float));
+            k_bn_act_fwd_train(t + 1, rows, C, x, gamma, beta, 1e-3f, K_ACT_SILU, y[t], m[t], r[t], v[t]);
+            /* dx aliases dy: allowed */
+            memcpy(dx[t], dy, (size_t)n * sizeof(float));
+            k_bn_act_bwd(t + 1, rows, C, x, dx[t], gamma, beta, mr, rr, K_ACT_SILU, dact, dx[t], dg[t], db[t]);
+        }
+        double e1 = test_max_rel_diff(y[0], ya, n), e5 = test_max_rel_diff(dx[0], dxa, n);
+        double e6 = test_max_rel_diff(dg[0], dga, C), e7 = test_max_rel_diff(db[0], dba, C);
+        CHECK_MSG(e1 < 2e-5 + 1e-7 * offset && e5 < 5e-5 && e6 < 2e-5 && e7 < 2e-5,
+                  "bn+silu rows %ld C %d offset %g level %d: y %.3g dx %.3g dg %.3g db %.3g", rows, C, offset,
+                  levels[li], e1, e5, e6, e7);
+        CHECK(same_bits(y[0], y[1], n) && same_bits(dx[0], dx[1], n) && same_bits(dg[0], dg[1], C) &&
+              same_bits(db[0], db[1], C));
+    }
+    free(ya), free(dxa), free(dga), free(dba), free(dact);
     k_simd_force(K_SIMD_AVX512);
     free(x), free(dy), free(gamma), free(beta), free(yr), free(mr), free(rr), free(vr), free(dxr), free(dgr);
     free(dbr), free(dg0), free(db0);

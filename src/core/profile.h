@@ -12,8 +12,7 @@ enum {
     PROF_DWCONV,        /* depthwise, forward */
     PROF_CONV_BWD,      /* dense convolution data + weight gradients */
     PROF_DW_BWD,        /* depthwise data + weight gradients */
-    PROF_BN,            /* batch norm forward/backward, BN recompute */
-    PROF_ACT,           /* SiLU forward/backward */
+    PROF_BN,            /* batch norm with its fused SiLU, forward/backward */
     PROF_SE,            /* squeeze-excite forward/backward */
     PROF_RESID,         /* residual adds, drop-path, skip stash */
     PROF_HEAD,          /* pooling, dropout, classifier, loss */

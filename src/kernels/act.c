@@ -73,6 +73,12 @@ static void act_range(const act_job *j, long lo, long hi)
     }
 }
 
+void k_silu_rows(int bwd, long n, const float *x, const float *dy, float *y)
+{
+    act_job j = {bwd ? OP_SILU_BWD : OP_SILU, k_simd_level(), n, x, dy, y};
+    act_range(&j, 0, n);
+}
+
 static void act_fn(void *arg, int ith, int nth)
 {
     const act_job *j = arg;

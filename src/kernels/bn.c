@@ -48,10 +48,14 @@ typedef struct bn_job {
     float eps;
     float *y, *omean, *orstd, *ovar, *dx, *dgamma, *dbeta;
     float *stash; /* backward: [2][C] mean(dy), mean(dy*xhat) */
+    int act;      /* K_ACT_NONE or K_ACT_SILU after BN */
+    float *dact;  /* fused backward: dL/d(BN output), written by the reduction */
 } bn_job;
 
 /* One reduction over the channels [g, g + cn) (cn <= BN_RGROUP):
- * kind 1 = sum(x), 2 = sum((x - shift)^2), 3 = sum(dy) and sum(dy * (x - mean)).
+ * kind 1 = sum(x), 2 = sum((x - shift)^2), 3 = sum(dy) and sum(dy * (x - mean));
+ * kind 4 is kind 3 with dy = dL/d(BN output) first formed through the SiLU
+ * (recomputing its input from x) and written to dact.
  * part1/part2 hold one row of BN_RGROUP doubles per block. */
 typedef struct bn_red {
     const bn_job *j;
@@ -68,7 +72,10 @@ static void red_block(const bn_red *q, long blk)
     const long g = q->g, rb0 = blk * q->brows, rb1 = rb0 + q->brows < j->rows ? rb0 + q->brows : j->rows;
     double *o1 = q->part1 + blk * BN_RGROUP, *o2 = q->part2 ? q->part2 + blk * BN_RGROUP : NULL;
     float p1[BN_RGROUP], p2[BN_RGROUP];
-    const float *sh = kind == 2 ? q->shift : kind == 3 ? j->mean + g : NULL;
+    const float *sh = kind == 2 ? q->shift : kind >= 3 ? j->mean + g : NULL;
+    float sc[BN_RGROUP];
+    if (kind == 4)
+        for (int i = 0; i < cn; i++) sc[i] = j->gamma[g + i] * j->rstd[g + i];
     for (int i = 0; i < cn; i++) o1[i] = 0.0;
     if (o2)
         for (int i = 0; i < cn; i++) o2[i] = 0.0;
@@ -88,6 +95,14 @@ static void red_block(const bn_red *q, long blk)
                 }
             } else {
                 const float *dr = j->dy + r * C + g;
+                if (kind == 4) {
+                    float *da = j->dact + r * C + g;
+                    const float *be = j->beta + g;
+                    SIMD_LOOP
+                    for (int i = 0; i < cn; i++) da[i] = (xr[i] - sh[i]) * sc[i] + be[i];
+                    k_silu_rows(1, cn, da, dr, da);
+                    dr = da;
+                }
                 SIMD_LOOP
                 for (int i = 0; i < cn; i++) {
                     p1[i] += dr[i];
@@ -116,7 +131,7 @@ static void reduce(int nt, bn_red *q, double *out1, double *out2)
     q->brows = block_rows(q->j->rows);
     q->nblk = (int)((q->j->rows + q->brows - 1) / q->brows);
     q->part1 = part1;
-    q->part2 = q->kind == 3 ? part2 : NULL;
+    q->part2 = q->kind >= 3 ? part2 : NULL;
     k_par_run(nt < q->nblk ? nt : q->nblk, red_fn, q);
     for (int i = 0; i < q->cn; i++) {
         double s1 = 0.0, s2 = 0.0;
@@ -165,11 +180,19 @@ static void fwd_apply_fn(void *arg, int ith, int nth)
         float *yr = j->y + r * C;
         SIMD_LOOP
         for (int c = 0; c < C; c++) yr[c] = (xr[c] - j->omean[c]) * (j->gamma[c] * j->orstd[c]) + j->beta[c];
+        /* while the row is in L1 */
+        if (j->act == K_ACT_SILU) k_silu_rows(0, C, yr, NULL, yr);
     }
 }
 
 void k_bn_fwd_train(int nt, long rows, int C, const float *x, const float *gamma, const float *beta, float eps,
                     float *y, float *mean, float *rstd, float *var_unbiased)
+{
+    k_bn_act_fwd_train(nt, rows, C, x, gamma, beta, eps, K_ACT_NONE, y, mean, rstd, var_unbiased);
+}
+
+void k_bn_act_fwd_train(int nt, long rows, int C, const float *x, const float *gamma, const float *beta, float eps,
+                        int act, float *y, float *mean, float *rstd, float *var_unbiased)
 {
     if (rows <= 0 || C <= 0) return;
     bn_job j = {0};
@@ -183,6 +206,7 @@ void k_bn_fwd_train(int nt, long rows, int C, const float *x, const float *gamma
     j.omean = mean;
     j.orstd = rstd;
     j.ovar = var_unbiased;
+    j.act = act;
     int t = bn_threads(nt, rows, C);
     fwd_stats(t, &j);
     k_par_run(t, fwd_apply_fn, &j);
@@ -219,7 +243,15 @@ static void bwd_apply_fn(void *arg, int ith, int nth)
 void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const float *gamma, const float *mean,
               const float *rstd, float *dx, float *dgamma, float *dbeta)
 {
+    k_bn_act_bwd(nt, rows, C, x, dy, gamma, NULL, mean, rstd, K_ACT_NONE, NULL, dx, dgamma, dbeta);
+}
+
+void k_bn_act_bwd(int nt, long rows, int C, const float *x, const float *dy, const float *gamma, const float *beta,
+                  const float *mean, const float *rstd, int act, float *dact, float *dx, float *dgamma,
+                  float *dbeta)
+{
     if (rows <= 0 || C <= 0) return;
+    const int fused = act == K_ACT_SILU;
     bn_job j = {0};
     j.rows = rows;
     j.C = C;
@@ -231,6 +263,9 @@ void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const f
     j.dx = dx;
     j.dgamma = dgamma;
     j.dbeta = dbeta;
+    j.beta = beta;
+    j.act = act;
+    j.dact = dact;
     int t = bn_threads(nt, rows, C);
     /* dx needs the per-channel means of dy and dy * xhat first; they are kept
      * on the stack for a window of BN_STASH channels at a time, so dx is
@@ -242,7 +277,7 @@ void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const f
         for (long g = w0; g < w1; g += BN_RGROUP) {
             int cn = w1 - g < BN_RGROUP ? (int)(w1 - g) : BN_RGROUP;
             double sdy[BN_RGROUP], sdx[BN_RGROUP];
-            bn_red q = {&j, g, 0, cn, 0, 3, NULL, NULL, NULL};
+            bn_red q = {&j, g, 0, cn, 0, fused ? 4 : 3, NULL, NULL, NULL};
             reduce(t, &q, sdy, sdx);
             for (int i = 0; i < cn; i++) {
                 sdx[i] *= rstd[g + i];
@@ -254,7 +289,10 @@ void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const f
         }
         if (dx) {
             bn_apply_job aj = {&j, w0, w1};
+            /* from here on the gradient entering BN is dact */
+            if (fused) j.dy = dact;
             k_par_run(t, bwd_apply_fn, &aj);
+            j.dy = dy;
         }
     }
 }
@@ -288,6 +326,23 @@ void k_bn_fwd_train_ref(long rows, int C, const float *x, const float *gamma, co
         if (var_unbiased) var_unbiased[c] = (float)(rows > 1 ? v / (double)(rows - 1) : var);
         for (long r = 0; r < rows; r++) y[r * C + c] = (float)(gamma[c] * (x[r * C + c] - m) * rs + beta[c]);
     }
+}
+
+void k_bn_act_bwd_ref(long rows, int C, const float *x, const float *dy, const float *gamma, const float *beta,
+                      const float *mean, const float *rstd, int act, float *dx, float *dgamma, float *dbeta)
+{
+    long n = rows * C;
+    float *d = env2_malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!d) return;
+    for (long r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) {
+            long i = r * C + c;
+            float pre = (x[i] - mean[c]) * (gamma[c] * rstd[c]) + beta[c];
+            d[i] = dy[i];
+            if (act == K_ACT_SILU) k_silu_bwd_ref(1, &pre, &dy[i], &d[i]);
+        }
+    k_bn_bwd_ref(rows, C, x, d, gamma, mean, rstd, dx, dgamma, dbeta);
+    env2_free(d);
 }
 
 void k_bn_bwd_ref(long rows, int C, const float *x, const float *dy, const float *gamma, const float *mean,

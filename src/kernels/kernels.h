@@ -110,6 +110,20 @@ void k_bn_fwd_train(int nt, long rows, int C, const float *x, const float *gamma
  * dgamma += sum(dy*xhat), dbeta += sum(dy).  x is the forward input. */
 void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const float *gamma, const float *mean,
               const float *rstd, float *dx, float *dgamma, float *dbeta);
+/* The same with the activation fused (act = K_ACT_NONE or K_ACT_SILU):
+ * y = act(BN(x)), one pass over y instead of two.  BN(x) is computed as
+ * (x - mean) * (gamma * rstd) + beta in both. */
+void k_bn_act_fwd_train(int nt, long rows, int C, const float *x, const float *gamma, const float *beta, float eps,
+                        int act, float *y, float *mean, float *rstd, float *var_unbiased);
+/* Backward through y = act(BN(x)) from dy = dL/dy, without the forward
+ * output: the pre-activation is recomputed from x and the statistics.
+ * dact [rows*C] receives dL/d(BN(x)) (scratch); dx (may alias dy) receives
+ * dL/dx; dgamma and dbeta accumulate.  act = K_ACT_NONE is k_bn_bwd. */
+void k_bn_act_bwd(int nt, long rows, int C, const float *x, const float *dy, const float *gamma, const float *beta,
+                  const float *mean, const float *rstd, int act, float *dact, float *dx, float *dgamma,
+                  float *dbeta);
+void k_bn_act_bwd_ref(long rows, int C, const float *x, const float *dy, const float *gamma, const float *beta,
+                      const float *mean, const float *rstd, int act, float *dx, float *dgamma, float *dbeta);
 /* Inference: y = scale[c] * x + shift[c] (scale/shift from folding). */
 void k_bn_fold(int C, const float *gamma, const float *beta, const float *mean, const float *var, float eps,
                float *scale, float *shift);

@@ -159,6 +159,12 @@ static inline __m256 k_silu256(__m256 x)
 typedef void (*k_par_fn)(void *arg, int ith, int nth);
 void k_par_run(int nt, k_par_fn fn, void *arg);
 
+/* SiLU (bwd = 0: y = silu(x)) or its backward (bwd = 1: y = dy * silu'(x))
+ * over n values on the calling thread, with the same arithmetic as
+ * k_silu_fwd / k_silu_bwd; for kernels that fuse SiLU into a row pass.  y may
+ * alias x or dy. */
+void k_silu_rows(int bwd, long n, const float *x, const float *dy, float *y);
+
 /* gcc -O2 vectorizes the channel loops only when asked; clang does it on
  * its own and warns about the pragma at -O1 */
 #if defined(_OPENMP) && !defined(__clang__)

@@ -155,19 +155,6 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
     return p.off;
 }
 
-/* y = gamma * (z - mean) * rstd + beta: the BN output, recomputed in
- * backward instead of stored (saves one activation per layer). */
-static void bn_apply(int nt, long rows, int C, const float *z, const float *gamma, const float *beta,
-                     const float *mean, const float *rstd, float *y)
-{
-    ENV2_PARALLEL_FOR_NT
-    for (long r = 0; r < rows; r++) {
-        const float *zr = z + r * C;
-        float *yr = y + r * C;
-        for (int c = 0; c < C; c++) yr[c] = gamma[c] * (zr[c] - mean[c]) * rstd[c] + beta[c];
-    }
-}
-
 void graph_forward(env2_trainer *t, const float *params, int train_masks)
 {
     env2_model *m = t->m;
@@ -182,9 +169,8 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks)
             else if (c->k == 1 && c->stride == 1)
                 PROF(PROF_CONV1X1, k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
             else PROF(PROF_CONVKXK, k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
-            PROF(PROF_BN, k_bn_fwd_train(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, m->bn_eps, nd->a,
-                                         nd->mean, nd->rstd, nd->varu));
-            if (c->act) PROF(PROF_ACT, k_silu_fwd(nt, rows * c->co, nd->a, nd->a));
+            PROF(PROF_BN, k_bn_act_fwd_train(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, m->bn_eps,
+                                             c->act ? K_ACT_SILU : K_ACT_NONE, nd->a, nd->mean, nd->rstd, nd->varu));
             break;
         }
         case N_SE: {
@@ -258,16 +244,11 @@ void graph_backward(env2_trainer *t, const float *params)
         case N_CONV: {
             const convbn *c = nd->cb;
             long rows = (long)n * nd->sh.ho * nd->sh.wo;
-            const float *dy = G;
-            if (c->act) {
-                PROF(PROF_BN, bn_apply(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, nd->mean,
-                                       nd->rstd, T));
-                PROF(PROF_ACT, k_silu_bwd(nt, rows * c->co, T, G, T2));
-                dy = T2;
-            }
-            /* dz lands in T (the recomputed BN output is no longer needed) */
-            PROF(PROF_BN, k_bn_bwd(nt, rows, c->co, nd->z, dy, params + c->gamma, nd->mean, nd->rstd, T,
-                                   grads + c->gamma, grads + c->beta));
+            /* the BN output is not stored: the fused backward recomputes it
+             * from z; dz lands in T */
+            PROF(PROF_BN, k_bn_act_bwd(nt, rows, c->co, nd->z, G, params + c->gamma, params + c->beta, nd->mean,
+                                       nd->rstd, c->act ? K_ACT_SILU : K_ACT_NONE, T2, T, grads + c->gamma,
+                                       grads + c->beta));
             if (c->kind == T_DW) {
                 PROF(PROF_DW_BWD, k_dwconv_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w);
                      if (i > 0) k_dwconv_bwd_data(nt, &nd->sh, T, params + c->w, G2));
