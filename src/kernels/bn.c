@@ -82,6 +82,19 @@ static void red_block(const bn_red *q, long blk)
     for (long r0 = rb0; r0 < rb1; r0 += BN_CHUNK) {
         long r1 = r0 + BN_CHUNK < rb1 ? r0 + BN_CHUNK : rb1;
         for (int i = 0; i < cn; i++) p1[i] = p2[i] = 0.0f;
+        if (kind == 4) {
+            /* dact for the chunk first: one SiLU call per chunk when its rows
+             * are contiguous (cn == C), not one per short row */
+            const float *be = j->beta + g;
+            for (long r = r0; r < r1; r++) {
+                const float *xr = j->x + r * C + g;
+                float *da = j->dact + r * C + g;
+                SIMD_LOOP
+                for (int i = 0; i < cn; i++) da[i] = (xr[i] - sh[i]) * sc[i] + be[i];
+                if (cn != C) k_silu_rows(1, cn, da, j->dy + r * C + g, da);
+            }
+            if (cn == C) k_silu_rows(1, (r1 - r0) * C, j->dact + r0 * C, j->dy + r0 * C, j->dact + r0 * C);
+        }
         for (long r = r0; r < r1; r++) {
             const float *xr = j->x + r * C + g;
             if (kind == 1) {
@@ -94,15 +107,7 @@ static void red_block(const bn_red *q, long blk)
                     p1[i] += d * d;
                 }
             } else {
-                const float *dr = j->dy + r * C + g;
-                if (kind == 4) {
-                    float *da = j->dact + r * C + g;
-                    const float *be = j->beta + g;
-                    SIMD_LOOP
-                    for (int i = 0; i < cn; i++) da[i] = (xr[i] - sh[i]) * sc[i] + be[i];
-                    k_silu_rows(1, cn, da, dr, da);
-                    dr = da;
-                }
+                const float *dr = kind == 4 ? j->dact + r * C + g : j->dy + r * C + g;
                 SIMD_LOOP
                 for (int i = 0; i < cn; i++) {
                     p1[i] += dr[i];
@@ -175,13 +180,16 @@ static void fwd_apply_fn(void *arg, int ith, int nth)
     long r0, r1;
     row_range(j->rows, ith, nth, &r0, &r1);
     const int C = j->C;
-    for (long r = r0; r < r1; r++) {
-        const float *xr = j->x + r * C;
-        float *yr = j->y + r * C;
-        SIMD_LOOP
-        for (int c = 0; c < C; c++) yr[c] = (xr[c] - j->omean[c]) * (j->gamma[c] * j->orstd[c]) + j->beta[c];
-        /* while the row is in L1 */
-        if (j->act == K_ACT_SILU) k_silu_rows(0, C, yr, NULL, yr);
+    for (long b0 = r0; b0 < r1; b0 += BN_CHUNK) {
+        long b1 = b0 + BN_CHUNK < r1 ? b0 + BN_CHUNK : r1;
+        for (long r = b0; r < b1; r++) {
+            const float *xr = j->x + r * C;
+            float *yr = j->y + r * C;
+            SIMD_LOOP
+            for (int c = 0; c < C; c++) yr[c] = (xr[c] - j->omean[c]) * (j->gamma[c] * j->orstd[c]) + j->beta[c];
+        }
+        /* while the chunk is in L1/L2 */
+        if (j->act == K_ACT_SILU) k_silu_rows(0, (b1 - b0) * C, j->y + b0 * C, NULL, j->y + b0 * C);
     }
 }
 
