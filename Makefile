@@ -5,7 +5,7 @@
 #   make install PREFIX=/usr/local DESTDIR=
 #   make sanitize        tests under ASan + UBSan
 #   make check-torch     full-size parity with torchvision (needs python3-torch)
-#   make bench           benchmarks against PyTorch, writes docs/PERFORMANCE.md figures
+#   make bench           performance targets against PyTorch and ONNX Runtime, writes docs/PERFORMANCE.md
 #   make demo            the main job: progressive training on Fashion-MNIST
 
 CC      ?= cc
@@ -168,9 +168,12 @@ results: all
 	$(PYTHON) tools/results.py --env2 ./env2 --torch --fixed-reg "$(RESULTS_FIXED_REG)" \
 	    --recipe '--arch "$(DEMO_ARCH)" --stem 24 --head 256 --data fashion-mnist --data-dir "$(FMNIST)" $(DEMO_FLAGS)'
 
-# Speed against PyTorch on the same machine in the same run (see docs/PERFORMANCE.md).
+# Every performance target against PyTorch and ONNX Runtime on the same machine in the same run;
+# writes docs/PERFORMANCE.md.  onnxruntime-node is installed into build/ort on first use
+# (tools/get_ort.sh).  E.g. make bench BENCH_FLAGS="--reps 1 --only GEMM --no-write"
+BENCH_FLAGS ?=
 bench: all
-	$(PYTHON) tools/bench.py $(BUILD)/env2
+	$(PYTHON) tools/bench.py $(BUILD)/env2 $(BENCH_FLAGS)
 
 # Bit-identical training with and without OpenMP, at 1 and 2 threads, and
 # when stopped halfway and resumed in another process (and another build).

@@ -1,5 +1,6 @@
 /* env2 bench: latency of inference (median of repeated runs) or throughput
- * of training steps for one configuration, as one JSON line. */
+ * of training steps for one configuration, as one JSON line; with --gemm,
+ * the library's SGEMM on the 1x1-convolution shapes of EfficientNetV2-S. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -7,9 +8,11 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "efficientnetv2.h"
 #include "env2_cli.h"
+#include "kernels/kernels.h"
 #include "profile.h"
 
 static double now(void)
@@ -25,10 +28,174 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static double median_sorted(const double *t, int n)
+{
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+/* ---- --gemm: k_sgemm on the V2-S 1x1-convolution shapes ------------------------
+ * The MBConv stages 4-6 of EfficientNetV2-S (docs: ../shared/spec/efficientnetv2.md
+ * section 1.3) and the head.  Each 1x1 convolution on an NHWC activation is one
+ * GEMM C[rows][co] = x[rows][ci] * w[ci][co] with rows = batch * H * W, exactly
+ * the call k_conv2d_fwd makes (src/kernels/conv.c); M = rows, N = Cout, K = Cin.
+ * Identical shapes are merged; `count` is how often a shape occurs in one
+ * forward pass, and the overall figure weights every shape by it. */
+typedef struct gemm_shape {
+    char layer[96];
+    long M, N, K;
+    int count;
+    int act;      /* epilogue of the layer: SiLU after the expansion */
+    int residual; /* projection of a block with a residual add */
+    double med, gflops;
+} gemm_shape;
+
+static int add_shape(gemm_shape *v, int n, const char *layer, long M, long N, long K, int count, int act, int res)
+{
+    for (int i = 0; i < n; i++)
+        if (v[i].M == M && v[i].N == N && v[i].K == K && v[i].act == act && v[i].residual == res) {
+            v[i].count += count;
+            size_t l = strlen(v[i].layer);
+            snprintf(v[i].layer + l, sizeof v[i].layer - l, " + %s", layer);
+            return n;
+        }
+    memset(&v[n], 0, sizeof v[n]);
+    snprintf(v[n].layer, sizeof v[n].layer, "%s", layer);
+    v[n].M = M;
+    v[n].N = N;
+    v[n].K = K;
+    v[n].count = count;
+    v[n].act = act;
+    v[n].residual = res;
+    return n + 1;
+}
+
+static int v2s_shapes(gemm_shape *v, int size, int batch)
+{
+    /* stage: repeats, stride, expansion, in, out (MBConv stages 4..6 of V2-S) */
+    static const int st[3][5] = {{6, 2, 4, 64, 128}, {9, 1, 6, 128, 160}, {15, 2, 6, 160, 256}};
+    int h = size;
+    h = (h + 1) / 2; /* stem, stride 2 */
+    h = (h + 1) / 2; /* stage 2 */
+    h = (h + 1) / 2; /* stage 3 */
+    int n = 0;
+    char name[64];
+    for (int s = 0; s < 3; s++) {
+        int r = st[s][0], stride = st[s][1], e = st[s][2], ci = st[s][3], co = st[s][4];
+        int h2 = (h + stride - 1) / stride;
+        long m1 = (long)batch * h * h, m2 = (long)batch * h2 * h2;
+        snprintf(name, sizeof name, "st%d b1 expand", s + 4);
+        n = add_shape(v, n, name, m1, (long)ci * e, ci, 1, K_ACT_SILU, 0);
+        snprintf(name, sizeof name, "st%d b1 project", s + 4);
+        n = add_shape(v, n, name, m2, co, (long)ci * e, 1, K_ACT_NONE, stride == 1 && ci == co);
+        if (r > 1) {
+            snprintf(name, sizeof name, "st%d b2-%d expand", s + 4, r);
+            n = add_shape(v, n, name, m2, (long)co * e, co, r - 1, K_ACT_SILU, 0);
+            snprintf(name, sizeof name, "st%d b2-%d project", s + 4, r);
+            n = add_shape(v, n, name, m2, co, (long)co * e, r - 1, K_ACT_NONE, 1);
+        }
+        h = h2;
+    }
+    n = add_shape(v, n, "head", (long)batch * h * h, 1280, 256, 1, K_ACT_SILU, 0);
+    return n;
+}
+
+static int bench_gemm(int size, int batch, int threads, int runs, int epilogue)
+{
+    gemm_shape v[16];
+    int n = v2s_shapes(v, size, batch);
+    if (threads <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = c > 0 ? (int)c : 1;
+    }
+    const double min_time = 0.3; /* seconds of timed calls per shape, at least `runs` calls */
+    const int max_calls = 20000;
+    double *t = malloc(max_calls * sizeof *t);
+    double tot_flops = 0, tot_time = 0, max_rel_err = 0;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        gemm_shape *g = &v[i];
+        float *A = malloc((size_t)g->M * g->K * sizeof(float)), *B = malloc((size_t)g->K * g->N * sizeof(float));
+        float *C = malloc((size_t)g->M * g->N * sizeof(float)), *R = malloc((size_t)g->M * g->N * sizeof(float));
+        float *sc = malloc((size_t)g->N * sizeof(float)), *bi = malloc((size_t)g->N * sizeof(float));
+        if (!A || !B || !C || !R || !sc || !bi || !t) {
+            fprintf(stderr, "env2 bench: out of memory\n");
+            rc = 1;
+        } else {
+            for (long j = 0; j < g->M * g->K; j++) A[j] = (float)sin((double)j * 0.37);
+            for (long j = 0; j < g->K * g->N; j++) B[j] = (float)cos((double)j * 0.11) / (float)g->K;
+            for (long j = 0; j < g->M * g->N; j++) R[j] = (float)sin((double)j * 0.07);
+            for (long j = 0; j < g->N; j++) {
+                sc[j] = 1.0f + 0.01f * (float)(j % 7);
+                bi[j] = 0.01f * (float)(j % 5);
+            }
+            k_epilogue ep = {sc, bi, g->act, g->residual ? R : NULL, g->N};
+            const k_epilogue *e = epilogue ? &ep : NULL;
+            for (int w = 0; w < 3; w++)
+                k_sgemm(threads, 0, 0, g->M, g->N, g->K, 1.0f, A, g->K, B, g->N, 0.0f, C, g->N, e);
+            int calls = 0;
+            double t_start = now();
+            while (calls < max_calls && (calls < runs || now() - t_start < min_time)) {
+                double t0 = now();
+                k_sgemm(threads, 0, 0, g->M, g->N, g->K, 1.0f, A, g->K, B, g->N, 0.0f, C, g->N, e);
+                t[calls++] = now() - t0;
+            }
+            qsort(t, (size_t)calls, sizeof *t, cmp_d);
+            g->med = median_sorted(t, calls);
+            double flops = 2.0 * (double)g->M * g->N * g->K;
+            g->gflops = flops / g->med / 1e9;
+            tot_flops += flops * g->count;
+            tot_time += g->med * g->count;
+            /* sanity: the first rows against the reference GEMM */
+            long mr = g->M < 32 ? g->M : 32;
+            float *ref = malloc((size_t)mr * g->N * sizeof(float));
+            if (ref) {
+                k_sgemm_ref(0, 0, mr, g->N, g->K, 1.0f, A, g->K, B, g->N, 0.0f, ref, g->N, e);
+                for (long j = 0; j < mr * g->N; j++) {
+                    double d = fabs((double)C[j] - ref[j]) / (fabs((double)ref[j]) + 1e-3);
+                    if (d > max_rel_err) max_rel_err = d;
+                }
+                free(ref);
+            }
+        }
+        free(A);
+        free(B);
+        free(C);
+        free(R);
+        free(sc);
+        free(bi);
+    }
+    free(t);
+    if (rc) return rc;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"engine\": \"env2\", \"mode\": \"gemm\", \"model\": \"efficientnetv2-s 1x1 convs, stages 4-6 + head\", "
+           "\"size\": %d, \"batch\": %d, \"threads\": %d, \"epilogue\": %s, \"simd\": \"%s\", \"shapes\": [",
+           size, batch, threads, epilogue ? "true" : "false", k_simd_name(k_simd_level()));
+    for (int i = 0; i < n; i++)
+        printf("%s{\"layer\": \"%s\", \"M\": %ld, \"N\": %ld, \"K\": %ld, \"count\": %d, \"median_ms\": %.4f, "
+               "\"gflops\": %.1f}",
+               i ? ", " : "", v[i].layer, v[i].M, v[i].N, v[i].K, v[i].count, v[i].med * 1e3, v[i].gflops);
+    printf("], \"gflops\": %.1f, \"total_ms\": %.3f, \"max_rel_err\": %.2e, \"peak_rss_mib\": %.1f, "
+           "\"build\": \"%s\"}\n",
+           tot_flops / tot_time / 1e9, tot_time * 1e3, max_rel_err, ru.ru_maxrss / 1024.0, env2_build_info());
+    if (max_rel_err > 1e-3) {
+        fprintf(stderr, "env2 bench: GEMM result differs from the reference (relative error %.2e)\n", max_rel_err);
+        return 1;
+    }
+    return 0;
+}
+
+static const char *opt_name(int o)
+{
+    return o == ENV2_OPT_ADAMW ? "adamw" : o == ENV2_OPT_RMSPROP_TF ? "rmsprop" : "sgd";
+}
+
 int cmd_bench(int argc, char **argv)
 {
     const char *arch = NULL;
     int size = 0, batch = 1, threads = 0, runs = 10, warmup = 2, train = 0, classes = 1000, in_ch = 3, profile = 0;
+    int gemm = 0, epilogue = 0, optimizer = ENV2_OPT_SGD;
+    float wd = -1, smoothing = -1, dropout = -1, drop_path = -1;
     const char *stem = NULL, *head = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -42,18 +209,39 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--stem") && i + 1 < argc) stem = argv[++i];
         else if (!strcmp(a, "--head") && i + 1 < argc) head = argv[++i];
         else if (!strcmp(a, "--arch") && i + 1 < argc) arch = argv[++i];
-        else if (!strcmp(a, "--train")) train = 1;
+        else if (!strcmp(a, "--wd") && i + 1 < argc) wd = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--label-smoothing") && i + 1 < argc) smoothing = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--dropout") && i + 1 < argc) dropout = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--drop-path") && i + 1 < argc) drop_path = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--optimizer") && i + 1 < argc) {
+            const char *o = argv[++i];
+            if (!strcmp(o, "sgd")) optimizer = ENV2_OPT_SGD;
+            else if (!strcmp(o, "adamw")) optimizer = ENV2_OPT_ADAMW;
+            else if (!strcmp(o, "rmsprop")) optimizer = ENV2_OPT_RMSPROP_TF;
+            else {
+                fprintf(stderr, "env2 bench: unknown optimizer: %s (sgd, adamw, rmsprop)\n", o);
+                return 2;
+            }
+        } else if (!strcmp(a, "--train")) train = 1;
         else if (!strcmp(a, "--profile")) profile = 1;
+        else if (!strcmp(a, "--gemm")) gemm = 1;
+        else if (!strcmp(a, "--epilogue")) epilogue = 1;
         else if (a[0] != '-' && !arch) arch = a;
         else {
             fprintf(stderr, "env2 bench: unknown argument: %s\n", a);
             return 2;
         }
     }
-    if (!arch || runs < 1 || batch < 1 || threads < 0) {
-        fprintf(stderr, "usage: env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--train] [--profile]\n");
+    if ((!arch && !gemm) || runs < 1 || batch < 1 || threads < 0 || size < 0) {
+        fprintf(stderr,
+                "usage: env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--warmup W] [--profile]\n"
+                "         [--train [--optimizer sgd|adamw|rmsprop] [--wd X] [--label-smoothing X]]\n"
+                "         [--classes N] [--in-channels C] [--dropout X] [--drop-path X]\n"
+                "       env2 bench --arch STAGES [--stem C] [--head C] ... (a custom architecture)\n"
+                "       env2 bench --gemm [--size 384] [--batch 1] [--threads T] [--runs R] [--epilogue]\n");
         return 2;
     }
+    if (gemm) return bench_gemm(size ? size : 384, batch, threads, runs, epilogue);
     env2_model_options o;
     env2_model_options_init(&o);
     o.num_threads = threads;
@@ -61,6 +249,8 @@ int cmd_bench(int argc, char **argv)
     o.in_channels = in_ch;
     if (stem) o.stem_channels = atoi(stem);
     if (head) o.head_channels = atoi(head);
+    if (dropout >= 0) o.dropout = dropout;
+    if (drop_path >= 0) o.drop_path_rate = drop_path;
     env2_model *m;
     if (env2_model_create(&m, arch, &o)) {
         fprintf(stderr, "env2 bench: %s\n", env2_last_error());
@@ -83,8 +273,10 @@ int cmd_bench(int argc, char **argv)
     if (train) {
         env2_trainer_options to;
         env2_trainer_options_init(&to);
-        to.optimizer = ENV2_OPT_SGD;
+        to.optimizer = optimizer;
         to.lr = 1e-3f;
+        if (wd >= 0) to.weight_decay = wd;
+        if (smoothing >= 0) to.label_smoothing = smoothing;
         if (env2_trainer_create(&tr, m, &to)) {
             fprintf(stderr, "env2 bench: %s\n", env2_last_error());
             rc = 1;
@@ -111,7 +303,7 @@ int cmd_bench(int argc, char **argv)
     double total_run = 0;
     for (int r = 0; r < runs; r++) total_run += t[r];
     qsort(t, (size_t)runs, sizeof *t, cmp_d);
-    double med = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+    double med = median_sorted(t, runs);
     int64_t macs = 0;
     env2_model_macs(m, size, size, &macs);
     double flops = 2.0 * (double)macs * batch * (train ? 3.0 : 1.0);
@@ -119,9 +311,10 @@ int cmd_bench(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"engine\": \"env2\", \"model\": \"%s\", \"mode\": \"%s\", \"batch\": %d, \"size\": %d, \"threads\": %d, "
            "\"runs\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, \"images_per_s\": %.2f, "
-           "\"gflops\": %.1f, \"peak_rss_mib\": %.1f, \"build\": \"%s\"}\n",
+           "\"gflops\": %.1f, \"params\": %lld, \"peak_rss_mib\": %.1f, \"optimizer\": \"%s\", \"build\": \"%s\"}\n",
            env2_model_arch(m), train ? "train" : "infer", batch, size, env2_model_threads(m), runs, med * 1e3,
-           t[0] * 1e3, t[runs - 1] * 1e3, batch / med, flops / med / 1e9, ru.ru_maxrss / 1024.0, env2_build_info());
+           t[0] * 1e3, t[runs - 1] * 1e3, batch / med, flops / med / 1e9, (long long)env2_model_num_params(m),
+           ru.ru_maxrss / 1024.0, train ? opt_name(optimizer) : "", env2_build_info());
     if (profile) {
         /* per-family time per run; the remainder is framework overhead */
         double acc = 0;
