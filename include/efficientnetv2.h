@@ -19,6 +19,14 @@
  *  - Thread safety: a handle may be used by one thread at a time.  Distinct
  *    handles are independent.  Functions documented as "read-only queries"
  *    may be called concurrently on the same handle.
+ *  - Threads: parallel work runs on the library's own worker threads
+ *    (pthreads, started on first use, as many as the largest thread count
+ *    asked for minus one; the calling thread works too).  While one call's
+ *    parallel step runs on them, a concurrent call from another thread runs
+ *    its steps on its own thread alone: correct, but not parallel.  The
+ *    workers block all signals.  A child made by fork() starts workers of
+ *    its own (or runs serially if another thread was inside a parallel
+ *    step at the fork).  "0 = all cores" is the number of online processors.
  *  - Images are float32.  The default layout is NCHW (PyTorch's), NHWC on
  *    request.  Internally the library works in NHWC and converts once.
  *  - Results do not depend on the number of threads.
@@ -68,8 +76,10 @@ ENV2_API unsigned env2_version_number(void);
 /** Version string of the linked library ("0.1.0"); static storage.  Since 0.1. */
 ENV2_API const char *env2_version_string(void);
 
-/** Build description: version, OpenMP on/off, SIMD paths compiled in and the
- *  one selected on this CPU, e.g. "0.1.0 openmp=1 simd=avx512 (avx512,avx2,generic)".
+/** Build description: version, threading ("pool": the library's own worker
+ *  threads; "serial": built with THREADS=0, everything on the calling
+ *  thread), the SIMD path selected on this CPU and the best one it supports,
+ *  e.g. "0.1.0 threads=pool simd=avx512 (detected avx512)".
  *  Static storage.  Since 0.1. */
 ENV2_API const char *env2_build_info(void);
 

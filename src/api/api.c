@@ -35,7 +35,7 @@ ENV2_API const char *env2_version_string(void) { return ENV2_VERSION_STRING; }
 ENV2_API const char *env2_build_info(void)
 {
     static char buf[160];
-    snprintf(buf, sizeof buf, "%s openmp=%d simd=%s (detected %s)", ENV2_VERSION_STRING, env2_have_openmp(),
+    snprintf(buf, sizeof buf, "%s threads=%s simd=%s (detected %s)", ENV2_VERSION_STRING, env2_par_backend(),
              k_simd_name(k_simd_level()), k_simd_name(k_simd_detect()));
     return buf;
 }

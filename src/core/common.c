@@ -1,13 +1,10 @@
-/* Errors, allocation, thread queries and the counter-based RNG. */
+/* Errors, allocation and the counter-based RNG. */
 #include "common.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 env2_status env2_fail(env2_err *e, env2_status code, const char *fmt, ...)
 {
@@ -101,33 +98,6 @@ char *env2_strdup(const char *s)
     char *d = env2_malloc(n);
     if (d) memcpy(d, s, n);
     return d;
-}
-
-int env2_thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-int env2_max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_procs();
-#else
-    return 1;
-#endif
-}
-
-int env2_have_openmp(void)
-{
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
 }
 
 /* splitmix64 finaliser applied to a combination of the three keys: cheap,

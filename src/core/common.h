@@ -53,7 +53,7 @@ extern long env2_alloc_count;                /* allocations so far (tests: stead
 char *env2_strdup(const char *s);
 
 /* ---- threads -------------------------------------------------------------
- * Work is split statically: thread `ith` of `nth` takes [lo, hi) of `total`.
+ * Work is split statically: task `ith` of `nth` takes [lo, hi) of `total`.
  * Every reduction that feeds training is done in fixed chunks combined in a
  * fixed order, so results do not depend on the thread count. */
 static inline void env2_range(long total, int ith, int nth, long *lo, long *hi)
@@ -62,16 +62,21 @@ static inline void env2_range(long total, int ith, int nth, long *lo, long *hi)
     *lo = ith * base + (ith < rem ? ith : rem);
     *hi = *lo + base + (ith < rem ? 1 : 0);
 }
-/* A statically scheduled parallel loop over a variable named `nt` threads;
- * without OpenMP it is a plain loop (and nt is marked used). */
-#ifdef _OPENMP
-#define ENV2_PARALLEL_FOR_NT _Pragma("omp parallel for num_threads(nt) if (nt > 1) schedule(static)")
-#else
-#define ENV2_PARALLEL_FOR_NT (void)nt;
-#endif
-int env2_thread_id(void);  /* inside a parallel region; 0 outside */
-int env2_max_threads(void); /* what "0 = all cores" resolves to */
-int env2_have_openmp(void);
+/* A parallel region (src/core/pool.c): fn(arg, v, nv) runs once for every
+ * v in [0, nv), on the calling thread and the library's worker threads, in
+ * any order and any assignment of tasks to threads; the call returns when
+ * all have finished.  Kernels split their work by (v, nv) as they would by
+ * (thread, thread count), so results depend on nv only.  nv <= 1 runs
+ * fn(arg, 0, 1) directly.  Safe to call from several threads at once (a
+ * caller that finds the pool busy runs its tasks itself) and from inside a
+ * task (runs serially). */
+typedef void (*env2_par_fn)(void *arg, int v, int nv);
+void env2_par_run(int nv, env2_par_fn fn, void *arg);
+const char *env2_par_backend(void); /* "pool", or "serial" when built with ENV2_NO_THREADS */
+/* Test hook: nonzero makes starting a worker thread fail, as pthread_create
+ * can; the pool then stops growing and regions run on the threads it has. */
+extern int env2_pool_test_fail_create;
+int env2_max_threads(void);         /* what "0 = all cores" resolves to: online processors */
 
 /* ---- randomness ----------------------------------------------------------
  * Counter-based: every random number is a pure function of (seed, stream,

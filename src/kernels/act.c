@@ -12,9 +12,6 @@
  * determinism: each element is computed alone, whatever the split. */
 #include <math.h>
 #include <stddef.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common.h"
 #include "kernels.h"

@@ -10,9 +10,6 @@
  * The elementwise passes are split over rows. */
 #include <math.h>
 #include <stddef.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common.h"
 #include "kernels.h"

@@ -8,10 +8,10 @@
  *  backward     stride 1: a forward convolution of dy with the flipped,
  *  data         transposed kernel (implicit im2col again, dx written once).
  *               Other strides: dcol = dy * w^T by chunks of output lines,
- *               then col2im adds dcol into dx, each thread owning whole
+ *               then col2im adds dcol into dx, each task owning whole
  *               input lines.
  *  backward     dw += col^T * dy by the same chunks, in chunk order;
- *  weight       each thread gathers and multiplies its own columns of col.
+ *  weight       each task gathers and multiplies its own columns of col.
  *
  * Chunks are whole output lines (n, oh) sized from the shape only, so every
  * sum is formed in the same order for any thread count. */
@@ -21,9 +21,6 @@
 
 #include "common.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* Upper bound of a dcol / col chunk (floats).  2 MiB stays in cache between
  * being written and read; 8 MiB chunks measured up to 30% slower, 0.5-1 MiB
@@ -193,52 +190,55 @@ static void col2im_line(const k_conv_shape *s, const float *dcol, long l0, long 
     }
 }
 
+typedef struct col2im_job {
+    const k_conv_shape *s;
+    const float *dcol;
+    long l0, l1, n0, n1, total;
+    float *dx;
+} col2im_job;
+
+/* Task ith takes a range of the (image, input line) pairs the chunk touches. */
+static void col2im_fn(void *arg, int ith, int nth)
+{
+    const col2im_job *j = arg;
+    long lo, hi, idx = 0;
+    env2_range(j->total, ith, nth, &lo, &hi);
+    for (long n = j->n0; n < j->n1 && idx < hi; n++) {
+        long a, b;
+        touched_ih(j->s, n, j->l0, j->l1, &a, &b);
+        for (long ih = a; ih < b; ih++, idx++)
+            if (idx >= lo && idx < hi) col2im_line(j->s, j->dcol, j->l0, j->l1, n, ih, j->dx);
+    }
+}
+
 static void col2im_chunk(int nt, const k_conv_shape *s, const float *dcol, long l0, long l1, float *dx)
 {
-    (void)nt; /* unused without OpenMP */
-    const long n0 = l0 / s->ho, n1 = (l1 - 1) / s->ho + 1;
-    long total = 0;
-    for (long n = n0; n < n1; n++) {
+    col2im_job j = {s, dcol, l0, l1, l0 / s->ho, (l1 - 1) / s->ho + 1, 0, dx};
+    for (long n = j.n0; n < j.n1; n++) {
         long a, b;
         touched_ih(s, n, l0, l1, &a, &b);
-        total += b - a;
+        j.total += b - a;
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        int nth = 1, tid = 0;
-#ifdef _OPENMP
-        nth = omp_get_num_threads();
-        tid = omp_get_thread_num();
-#endif
-        long lo, hi, idx = 0;
-        env2_range(total, tid, nth, &lo, &hi);
-        for (long n = n0; n < n1 && idx < hi; n++) {
-            long a, b;
-            touched_ih(s, n, l0, l1, &a, &b);
-            for (long ih = a; ih < b; ih++, idx++)
-                if (idx >= lo && idx < hi) col2im_line(s, dcol, l0, l1, n, ih, dx);
-        }
-    }
+    k_par_run(nt, col2im_fn, &j);
+}
+
+typedef struct zero_job {
+    float *p;
+    long n;
+} zero_job;
+
+static void zero_fn(void *arg, int ith, int nth)
+{
+    const zero_job *j = arg;
+    long lo, hi;
+    env2_range(j->n, ith, nth, &lo, &hi);
+    if (hi > lo) memset(j->p + lo, 0, (size_t)(hi - lo) * sizeof(float));
 }
 
 static void zero_floats(int nt, float *p, long n)
 {
-    (void)nt; /* unused without OpenMP */
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        int nth = 1, tid = 0;
-#ifdef _OPENMP
-        nth = omp_get_num_threads();
-        tid = omp_get_thread_num();
-#endif
-        long lo, hi;
-        env2_range(n, tid, nth, &lo, &hi);
-        if (hi > lo) memset(p + lo, 0, (size_t)(hi - lo) * sizeof(float));
-    }
+    zero_job j = {p, n};
+    k_par_run(nt, zero_fn, &j);
 }
 
 void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws)
@@ -284,6 +284,30 @@ void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const flo
     }
 }
 
+typedef struct bwdw_job {
+    const k_conv_shape *s;
+    const float *x, *dy;
+    float *dw, *ws;
+    long L, groups, K;
+} bwdw_job;
+
+static void bwdw_fn(void *arg, int ith, int nth)
+{
+    const bwdw_job *j = arg;
+    const k_conv_shape *s = j->s;
+    const long L = j->L, K = j->K, lines = (long)s->n * s->ho, Rmax = L * s->wo;
+    long g0, g1;
+    env2_range(j->groups, ith, nth, &g0, &g1);
+    const long m0 = g0 * 16, m1 = g1 * 16 < K ? g1 * 16 : K, mlen = m1 - m0;
+    float *col = j->ws + m0 * Rmax;
+    for (long l0 = 0; l0 < lines && mlen > 0; l0 += L) {
+        long l1 = l0 + L < lines ? l0 + L : lines, R = (l1 - l0) * s->wo;
+        for (long r = 0; r < R; r++) gather_row(s, j->x, l0 * s->wo + r, m0, mlen, col + r * mlen);
+        k_sgemm(1, 1, 0, mlen, s->co, R, 1.0f, col, mlen, j->dy + l0 * s->wo * s->co, s->co, 1.0f,
+                j->dw + m0 * s->co, s->co, NULL);
+    }
+}
+
 void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws)
 {
     const long rows = (long)s->n * s->ho * s->wo, K = (long)s->kh * s->kw * s->ci;
@@ -292,32 +316,13 @@ void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const fl
         k_sgemm(nt, 1, 0, s->ci, s->co, rows, 1.0f, x, s->ci, dy, s->co, 1.0f, dw, s->co, NULL);
         return;
     }
-    /* Each thread owns a band of 16-row groups of dw (columns of col) and
+    /* Each task owns a band of 16-row groups of dw (columns of col) and
      * runs every chunk for it: it gathers its columns of col into its own
      * slice of ws and multiplies them single-threaded.  One parallel region
      * for the whole pass, and a dw element's sum is the same chunk-by-chunk
-     * GEMM whichever thread owns it. */
-    const long L = chunk_lines(s), lines = (long)s->n * s->ho, Rmax = L * s->wo, groups = (K + 15) / 16;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        int nth = 1, tid = 0;
-#ifdef _OPENMP
-        nth = omp_get_num_threads();
-        tid = omp_get_thread_num();
-#endif
-        long g0, g1;
-        env2_range(groups, tid, nth, &g0, &g1);
-        const long m0 = g0 * 16, m1 = g1 * 16 < K ? g1 * 16 : K, mlen = m1 - m0;
-        float *col = ws + m0 * Rmax;
-        for (long l0 = 0; l0 < lines && mlen > 0; l0 += L) {
-            long l1 = l0 + L < lines ? l0 + L : lines, R = (l1 - l0) * s->wo;
-            for (long r = 0; r < R; r++) gather_row(s, x, l0 * s->wo + r, m0, mlen, col + r * mlen);
-            k_sgemm(1, 1, 0, mlen, s->co, R, 1.0f, col, mlen, dy + l0 * s->wo * s->co, s->co, 1.0f, dw + m0 * s->co,
-                    s->co, NULL);
-        }
-    }
+     * GEMM whichever task owns it. */
+    bwdw_job j = {s, x, dy, dw, ws, chunk_lines(s), (K + 15) / 16, K};
+    k_par_run(nt, bwdw_fn, &j);
 }
 
 /* ---- references ------------------------------------------------------------------ */

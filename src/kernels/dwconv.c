@@ -13,9 +13,6 @@
  *    combined in double), so no partial sums cross threads. */
 #include <math.h>
 #include <stddef.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common.h"
 #include "kernels.h"

@@ -2,9 +2,6 @@
  * Every output element is written by exactly one thread from the same
  * inputs, so any split gives the same result. */
 #include <stddef.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common.h"
 #include "kernels.h"

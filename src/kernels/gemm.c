@@ -24,9 +24,6 @@
 
 #include "common.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #define K_HAVE_PTHREAD_KEY 1
@@ -448,32 +445,43 @@ static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, 
     }
 }
 
-static void scale_only(int nt, const gemm_prob *p)
+/* C = beta * C, then the epilogue (alpha == 0 or K == 0), by row ranges. */
+static void scale_only_fn(void *arg, int ith, int nth)
 {
-    (void)nt; /* unused without OpenMP */
+    const gemm_prob *p = arg;
     const k_epilogue *ep = p->ep;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        int nth = 1, tid = 0;
-#ifdef _OPENMP
-        nth = omp_get_num_threads();
-        tid = omp_get_thread_num();
-#endif
-        long lo, hi;
-        env2_range(p->M, tid, nth, &lo, &hi);
-        for (long i = lo; i < hi; i++) {
-            float *c = p->C + i * p->ldc;
-            for (long j = 0; j < p->N; j++) {
-                float v = p->beta != 0.0f ? p->beta * c[j] : 0.0f;
-                if (ep)
-                    v = k_epilogue_scalar(v, ep->scale ? ep->scale[j] : 1.0f, ep->bias ? ep->bias[j] : 0.0f, ep->act,
-                                          ep->residual ? ep->residual[i * ep->ldr + j] : 0.0f);
-                c[j] = v;
-            }
+    long lo, hi;
+    env2_range(p->M, ith, nth, &lo, &hi);
+    for (long i = lo; i < hi; i++) {
+        float *c = p->C + i * p->ldc;
+        for (long j = 0; j < p->N; j++) {
+            float v = p->beta != 0.0f ? p->beta * c[j] : 0.0f;
+            if (ep)
+                v = k_epilogue_scalar(v, ep->scale ? ep->scale[j] : 1.0f, ep->bias ? ep->bias[j] : 0.0f, ep->act,
+                                      ep->residual ? ep->residual[i * ep->ldr + j] : 0.0f);
+            c[j] = v;
         }
     }
+}
+
+/* Task v of a pm x pn grid of rectangles of MR x NR tiles. */
+typedef struct gemm_grid {
+    const gemm_prob *p;
+    long tm, tn;
+    int pm, pn;
+} gemm_grid;
+
+static void gemm_grid_fn(void *arg, int ith, int nth)
+{
+    const gemm_grid *g = arg;
+    const gemm_prob *p = g->p;
+    const long MR = p->u->mr, NR = p->u->nr;
+    long r0, r1, c0, c1;
+    (void)nth;
+    env2_range(g->tm, ith / g->pn, g->pm, &r0, &r1);
+    env2_range(g->tn, ith % g->pn, g->pn, &c0, &c1);
+    long m1 = r1 * MR, n1 = c1 * NR;
+    gemm_rect(p, r0 * MR, m1 < p->M ? m1 : p->M, c0 * NR, n1 < p->N ? n1 : p->N);
 }
 
 static void gemm_run(int nt, gemm_prob *p)
@@ -489,7 +497,7 @@ static void gemm_run(int nt, gemm_prob *p)
         nt = t < 1 ? 1 : (int)t;
     }
     if (p->K <= 0 || p->alpha == 0.0f) {
-        scale_only(nt, p);
+        k_par_run(nt, scale_only_fn, p);
         return;
     }
     long nkb = (p->K + KC_MAX - 1) / KC_MAX;
@@ -497,27 +505,10 @@ static void gemm_run(int nt, gemm_prob *p)
     const long MR = p->u->mr, NR = p->u->nr;
     p->ncs = (B_BLOCK_BYTES / (long)sizeof(float) / p->kcs) / NR * NR;
     if (p->ncs < NR) p->ncs = NR;
-    const long tm = (p->M + MR - 1) / MR, tn = (p->N + NR - 1) / NR;
-    const gemm_prob *cp = p;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        int nth = 1, tid = 0;
-#ifdef _OPENMP
-        nth = omp_get_num_threads();
-        tid = omp_get_thread_num();
-#endif
-        int pm, pn;
-        choose_grid(nth, tm, tn, cp, &pm, &pn);
-        if (tid < pm * pn) {
-            long r0, r1, c0, c1;
-            env2_range(tm, tid / pn, pm, &r0, &r1);
-            env2_range(tn, tid % pn, pn, &c0, &c1);
-            long m1 = r1 * MR, n1 = c1 * NR;
-            gemm_rect(cp, r0 * MR, m1 < cp->M ? m1 : cp->M, c0 * NR, n1 < cp->N ? n1 : cp->N);
-        }
-    }
+    gemm_grid g = {p, (p->M + MR - 1) / MR, (p->N + NR - 1) / NR, 1, 1};
+    /* the grid may use fewer than nt rectangles; only those become tasks */
+    choose_grid(nt, g.tm, g.tn, p, &g.pm, &g.pn);
+    k_par_run(g.pm * g.pn, gemm_grid_fn, &g);
 }
 
 void k_sgemm(int nt, int transA, int transB, long M, long N, long K, float alpha, const float *A, long lda,

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "common.h"
 #include "kernels.h"
 
 /* The *_avx512.c / *_avx2.c files are only compiled on x86-64 (Makefile). */
@@ -152,12 +153,12 @@ static inline __m256 k_silu256(__m256 x)
 }
 #endif
 
-/* Runs fn(arg, ith, nth) on nt threads (nth = threads granted), or once
- * with (0, 1) when nt <= 1 or without OpenMP.  The one place the element-
- * wise, BN, pooling, SE and depthwise kernels enter parallel regions, so a
- * different threading back end only has to change this. */
-typedef void (*k_par_fn)(void *arg, int ith, int nth);
-void k_par_run(int nt, k_par_fn fn, void *arg);
+/* The kernels' parallel region: fn(arg, ith, nth) for every ith in
+ * [0, nth), nth = max(nt, 1), on the library's thread pool (env2_par_run in
+ * common.h).  Tasks may run in any order on any thread, so a task must
+ * depend on (ith, nth) only -- never on which thread runs it. */
+typedef env2_par_fn k_par_fn;
+static inline void k_par_run(int nt, k_par_fn fn, void *arg) { env2_par_run(nt, fn, arg); }
 
 /* SiLU (bwd = 0: y = silu(x)) or its backward (bwd = 1: y = dy * silu'(x))
  * over n values on the calling thread, with the same arithmetic as
@@ -165,9 +166,11 @@ void k_par_run(int nt, k_par_fn fn, void *arg);
  * alias x or dy. */
 void k_silu_rows(int bwd, long n, const float *x, const float *dy, float *y);
 
-/* gcc -O2 vectorizes the channel loops only when asked; clang does it on
- * its own and warns about the pragma at -O1 */
-#if defined(_OPENMP) && !defined(__clang__)
+/* gcc -O2 vectorizes the channel loops only when asked (the Makefile passes
+ * -fopenmp-simd -DENV2_OMP_SIMD when the compiler accepts it: the simd
+ * pragmas alone, no OpenMP runtime); clang does it on its own and warns
+ * about the pragma at -O1 */
+#if (defined(ENV2_OMP_SIMD) || defined(_OPENMP)) && !defined(__clang__)
 #define SIMD_LOOP _Pragma("omp simd")
 #else
 #define SIMD_LOOP

@@ -5,9 +5,6 @@
  * double: the result does not depend on the thread count.  The FC products
  * go through k_sgemm; the bias gradient is a column sum in double. */
 #include <stddef.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common.h"
 #include "kernels.h"

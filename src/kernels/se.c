@@ -8,9 +8,6 @@
  * dgate, dpooled, act and dact. */
 #include <math.h>
 #include <stddef.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "common.h"
 #include "kernels.h"

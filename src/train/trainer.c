@@ -313,21 +313,32 @@ static double grad_sq_norm(const float *g, size_t n)
     return total;
 }
 
-static void optimizer_update(env2_trainer *t, double lr, float gscale)
+/* One optimizer step over a range of the parameters; every element is
+ * updated alone, so the split does not matter. */
+typedef struct opt_job {
+    int kind, nest;
+    long np;
+    float *w, *s1, *s2;
+    const float *g;
+    const unsigned char *dm;
+    float gscale, wd, mu, lrf, rho, eps, b1, b2, step_size, sq_bc2;
+    int64_t step;
+} opt_job;
+
+static void opt_fn(void *arg, int ith, int nth)
 {
-    env2_model *m = t->m;
-    const env2_trainer_options *o = &t->o;
-    long np = (long)m->nparams;
-    float *w = m->params, *g = t->grads, *s1 = t->s1, *s2 = t->s2;
-    const unsigned char *dm = t->decay;
-    float wd = t->wd, mu = o->momentum, lrf = (float)lr;
-    int nt = model_threads(m);
-    int64_t step = t->step + 1;
-    switch (o->optimizer) {
+    const opt_job *j = arg;
+    float *w = j->w, *s1 = j->s1, *s2 = j->s2;
+    const float *g = j->g;
+    const unsigned char *dm = j->dm;
+    const float gscale = j->gscale, wd = j->wd, mu = j->mu, lrf = j->lrf;
+    long lo, hi;
+    env2_range(j->np, ith, nth, &lo, &hi);
+    switch (j->kind) {
     case ENV2_OPT_SGD: {
-        int nest = o->nesterov;
-    ENV2_PARALLEL_FOR_NT
-        for (long i = 0; i < np; i++) {
+        const int nest = j->nest;
+        const int64_t step = j->step;
+        for (long i = lo; i < hi; i++) {
             float gi = g[i] * gscale;
             if (dm[i]) gi += wd * w[i];
             float b = step == 1 ? gi : mu * s1[i] + gi;
@@ -337,9 +348,8 @@ static void optimizer_update(env2_trainer *t, double lr, float gscale)
         break;
     }
     case ENV2_OPT_RMSPROP_TF: {
-        float rho = o->rms_decay, eps = o->eps;
-    ENV2_PARALLEL_FOR_NT
-        for (long i = 0; i < np; i++) {
+        const float rho = j->rho, eps = j->eps;
+        for (long i = lo; i < hi; i++) {
             float gi = g[i] * gscale;
             if (dm[i]) gi += wd * w[i];
             float ms = s2[i] + (1.0f - rho) * (gi * gi - s2[i]);
@@ -351,11 +361,8 @@ static void optimizer_update(env2_trainer *t, double lr, float gscale)
         break;
     }
     case ENV2_OPT_ADAMW: {
-        float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
-        float bc1 = (float)(1.0 - pow(b1, (double)step)), bc2 = (float)(1.0 - pow(b2, (double)step));
-        float step_size = lrf / bc1, sq_bc2 = sqrtf(bc2);
-    ENV2_PARALLEL_FOR_NT
-        for (long i = 0; i < np; i++) {
+        const float b1 = j->b1, b2 = j->b2, eps = j->eps, step_size = j->step_size, sq_bc2 = j->sq_bc2;
+        for (long i = lo; i < hi; i++) {
             float gi = g[i] * gscale;
             if (dm[i]) w[i] *= 1.0f - lrf * wd;
             float mm = b1 * s1[i] + (1.0f - b1) * gi;
@@ -367,6 +374,37 @@ static void optimizer_update(env2_trainer *t, double lr, float gscale)
         break;
     }
     }
+}
+
+static void optimizer_update(env2_trainer *t, double lr, float gscale)
+{
+    env2_model *m = t->m;
+    const env2_trainer_options *o = &t->o;
+    opt_job j = {0};
+    j.kind = o->optimizer;
+    j.nest = o->nesterov;
+    j.np = (long)m->nparams;
+    j.w = m->params;
+    j.g = t->grads;
+    j.s1 = t->s1;
+    j.s2 = t->s2;
+    j.dm = t->decay;
+    j.gscale = gscale;
+    j.wd = t->wd;
+    j.mu = o->momentum;
+    j.lrf = (float)lr;
+    j.rho = o->rms_decay;
+    j.eps = o->eps;
+    j.b1 = o->beta1;
+    j.b2 = o->beta2;
+    j.step = t->step + 1;
+    if (j.kind == ENV2_OPT_ADAMW) {
+        float bc1 = (float)(1.0 - pow(j.b1, (double)j.step)), bc2 = (float)(1.0 - pow(j.b2, (double)j.step));
+        j.step_size = j.lrf / bc1;
+        j.sq_bc2 = sqrtf(bc2);
+    }
+    if (j.kind != ENV2_OPT_SGD && j.kind != ENV2_OPT_RMSPROP_TF && j.kind != ENV2_OPT_ADAMW) return;
+    env2_par_run(model_threads(m), opt_fn, &j);
 }
 
 /* Running statistics, PyTorch convention: new = (1 - m) old + m batch,
