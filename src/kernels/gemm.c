@@ -146,8 +146,13 @@ static const k_gemm_ukr *pick_ukr(void)
 }
 
 /* ---- per-thread packing buffer ----------------------------------------------
- * Grown on demand and kept for the life of the thread, so steady-state calls
- * allocate nothing.  A pthread key frees it when a thread exits. */
+ * One buffer per thread, allocated at the thread's first GEMM and kept for
+ * its life (a pthread key frees it when the thread exits).  It has the
+ * largest size any call can ask for, an A micro-panel plus a B block, because
+ * tasks go to whichever pool thread claims them: sized to the first task, a
+ * thread would grow it again whenever it happened to claim a bigger one.
+ * Pages that a small model never packs into are never touched. */
+#define BUF_FLOATS ((((long)MR_MAX * KC_MAX + 15) & ~15L) + B_BLOCK_BYTES / (long)sizeof(float))
 static _Thread_local float *tl_buf;
 static _Thread_local size_t tl_cap;
 
@@ -163,6 +168,7 @@ static float *tl_buffer(size_t floats)
 {
     if (k_gemm_test_no_buffer) return NULL;
     if (floats <= tl_cap) return tl_buf;
+    if (floats < (size_t)BUF_FLOATS) floats = (size_t)BUF_FLOATS;
     size_t bytes = (floats * sizeof(float) + 4095) & ~(size_t)4095;
     float *p = aligned_alloc(64, bytes);
     if (!p) return NULL;
