@@ -217,6 +217,24 @@ void k_bn_act_fwd_train(int nt, long rows, int C, const float *x, const float *g
     k_par_run(t, fwd_apply_fn, &j);
 }
 
+void k_bn_act_apply(int nt, long rows, int C, const float *x, const float *gamma, const float *beta,
+                    const float *mean, const float *rstd, int act, float *y)
+{
+    if (rows <= 0 || C <= 0) return;
+    bn_job j = {0};
+    j.rows = rows;
+    j.C = C;
+    j.x = x;
+    j.gamma = gamma;
+    j.beta = beta;
+    j.y = y;
+    /* fwd_apply_fn only reads the statistics */
+    j.omean = (float *)mean;
+    j.orstd = (float *)rstd;
+    j.act = act;
+    k_par_run(bn_threads(nt, rows, C), fwd_apply_fn, &j);
+}
+
 /* dx for rows [r0, r1) and channels [c0, c1); m1, m2 are indexed from c0. */
 static void bwd_dx_rows(const bn_job *j, long r0, long r1, long c0, long c1, const float *m1, const float *m2)
 {

@@ -115,6 +115,11 @@ void k_bn_bwd(int nt, long rows, int C, const float *x, const float *dy, const f
  * (x - mean) * (gamma * rstd) + beta in both. */
 void k_bn_act_fwd_train(int nt, long rows, int C, const float *x, const float *gamma, const float *beta, float eps,
                         int act, float *y, float *mean, float *rstd, float *var_unbiased);
+/* y = act(BN(x)) from saved batch statistics, bit-identical to the y of
+ * k_bn_act_fwd_train: lets training recompute activations instead of
+ * storing them. */
+void k_bn_act_apply(int nt, long rows, int C, const float *x, const float *gamma, const float *beta,
+                    const float *mean, const float *rstd, int act, float *y);
 /* Backward through y = act(BN(x)) from dy = dL/dy, without the forward
  * output: the pre-activation is recomputed from x and the statistics.
  * dact [rows*C] receives dL/d(BN(x)) (scratch); dx (may alias dy) receives

@@ -16,6 +16,15 @@ typedef struct planner {
     int count;
 } planner;
 
+/* A value flowing between nodes: stored (p) or the recomputable output of
+ * conv node `node`, held during forward in rotating buffer `buf`. */
+typedef struct val {
+    float *p;
+    int node, buf;
+} val;
+
+static const val NO_VAL = {NULL, -1, -1};
+
 /* Hands out 16-float-aligned slices; with base == NULL only counts. */
 static float *take(planner *p, size_t floats)
 {
@@ -29,26 +38,35 @@ static tnode *node(planner *p)
     env2_trainer *t = p->t;
     tnode *nd = p->base && p->count < t->cap_nodes ? &t->nodes[p->count] : NULL;
     p->count++;
-    if (nd) memset(nd, 0, sizeof *nd);
+    if (nd) {
+        memset(nd, 0, sizeof *nd);
+        nd->abuf = nd->src = nd->zsrc = -1;
+    }
     return nd;
 }
 
-static void plan_conv(planner *p, const convbn *c, int n, int *h, int *w, float **cur, size_t *maxact,
+/* keep: a value that must survive this conv (the block input of a residual
+ * block); the output goes to a rotating buffer holding neither it nor the
+ * input. */
+static void plan_conv(planner *p, const convbn *c, int n, int *h, int *w, val *cur, const val *keep, size_t *maxact,
                       size_t *maxws, int padding_same)
 {
     k_conv_shape sh;
     k_conv_shape_init(&sh, n, *h, *w, c->ci, c->co, c->k, c->stride, padding_same);
     size_t out = (size_t)n * sh.ho * sh.wo * c->co;
+    int idx = p->count;
     tnode *nd = node(p);
-    float *z = take(p, out), *a = take(p, out), *mean = take(p, c->co), *rstd = take(p, c->co),
-          *varu = take(p, c->co);
+    float *z = take(p, out), *mean = take(p, c->co), *rstd = take(p, c->co), *varu = take(p, c->co);
+    int buf = 0;
+    while (buf == cur->buf || buf == keep->buf) buf++;
     if (nd) {
         nd->type = N_CONV;
         nd->cb = c;
         nd->sh = sh;
-        nd->in = *cur;
+        nd->in = cur->p;
+        nd->src = cur->node;
         nd->z = z;
-        nd->a = a;
+        nd->abuf = buf;
         nd->mean = mean;
         nd->rstd = rstd;
         nd->varu = varu;
@@ -62,7 +80,9 @@ static void plan_conv(planner *p, const convbn *c, int n, int *h, int *w, float 
     }
     *h = sh.ho;
     *w = sh.wo;
-    *cur = a;
+    cur->p = NULL;
+    cur->node = idx;
+    cur->buf = buf;
 }
 
 /* Lays out the whole graph for (n, h, w) at base (or only sizes it when base
@@ -74,11 +94,12 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
     size_t maxact = 0, maxws = 0, maxse = 0;
     int same = m->padding == ENV2_PAD_SAME;
     float *xin = take(&p, (size_t)n * h * w * m->in_ch);
-    float *cur = xin;
-    plan_conv(&p, &m->stem, n, &h, &w, &cur, &maxact, &maxws, same);
+    val cur = {xin, -1, -1};
+    plan_conv(&p, &m->stem, n, &h, &w, &cur, &NO_VAL, &maxact, &maxws, same);
     for (int b = 0; b < m->nblocks; b++) {
         const block_def *bl = &m->blocks[b];
-        float *bin = cur;
+        val bin = cur;
+        const val *keep = bl->residual ? &bin : &NO_VAL;
         if (bl->residual) {
             tnode *nd = node(&p);
             if (nd) {
@@ -89,8 +110,8 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
             }
         }
         int i = 0;
-        if (!bl->fused && bl->has_expand) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, &maxact, &maxws, same);
-        plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, &maxact, &maxws, same);
+        if (!bl->fused && bl->has_expand) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
+        plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
         if (!bl->fused && bl->se) {
             tnode *nd = node(&p);
             size_t sz = (size_t)n * h * w * bl->mid;
@@ -99,7 +120,8 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
             if (nd) {
                 nd->type = N_SE;
                 nd->bl = bl;
-                nd->in = cur;
+                nd->in = cur.p;
+                nd->src = cur.node;
                 nd->a = a;
                 nd->pooled = pooled;
                 nd->hid = hid;
@@ -107,9 +129,10 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
             }
             size_t s = k_se_scratch(n, bl->mid, bl->se);
             if (s > maxse) maxse = s;
-            cur = a;
+            cur.p = a;
+            cur.node = cur.buf = -1;
         }
-        if (i < bl->ncb) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, &maxact, &maxws, same);
+        if (i < bl->ncb) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
         if (bl->residual) {
             tnode *nd = node(&p);
             size_t sz = (size_t)n * h * w * bl->out;
@@ -118,26 +141,40 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
                 nd->type = N_RESID;
                 nd->bl = bl;
                 nd->block = b;
-                nd->in = bin;
-                nd->z = cur;
+                nd->in = bin.p;
+                nd->src = bin.node;
+                nd->z = cur.p;
+                nd->zsrc = cur.node;
                 nd->a = a;
                 nd->mask = mask;
                 nd->count = (long)sz;
             }
-            cur = a;
+            cur.p = a;
+            cur.node = cur.buf = -1;
         }
     }
-    plan_conv(&p, &m->head, n, &h, &w, &cur, &maxact, &maxws, same);
+    plan_conv(&p, &m->head, n, &h, &w, &cur, &NO_VAL, &maxact, &maxws, same);
     int hd = m->arch.head, K = m->classes;
     float *pooled = take(&p, (size_t)n * hd), *drop = take(&p, (size_t)n * hd), *mask = take(&p, (size_t)n * hd);
     float *logits = take(&p, (size_t)n * K), *dlogits = take(&p, (size_t)n * K), *dpooled = take(&p, (size_t)n * hd);
     float *soft = take(&p, (size_t)n * K);
-    float *g[4];
+    float *g[4], *abufs[3];
     for (int i = 0; i < 4; i++) g[i] = take(&p, maxact);
+    for (int i = 0; i < 3; i++) abufs[i] = take(&p, maxact);
     float *tmp = take(&p, maxact);
     float *cws = take(&p, maxws), *sws = take(&p, maxse);
     if (base) {
         t->nnodes = p.count;
+        /* the rotating buffers exist only now: point conv outputs at them,
+         * then the inputs that read those outputs */
+        for (int i = 0; i < t->nnodes; i++)
+            if (t->nodes[i].type == N_CONV) t->nodes[i].a = abufs[t->nodes[i].abuf];
+        for (int i = 0; i < t->nnodes; i++) {
+            tnode *nd = &t->nodes[i];
+            if (nd->src >= 0) nd->in = t->nodes[nd->src].a;
+            if (nd->zsrc >= 0) nd->z = t->nodes[nd->zsrc].a;
+        }
+        t->recompute = abufs[0];
         t->xin = xin;
         t->head_pooled = pooled;
         t->head_drop = drop;
@@ -153,6 +190,19 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
     }
     t->nnodes = p.count;
     return p.off;
+}
+
+/* The input of node nd for backward: stored, or the producing conv's output
+ * recomputed from its z into t->recompute (bit-identical to forward's). */
+static const float *node_input(env2_trainer *t, const tnode *nd, const float *params, int nt)
+{
+    if (nd->src < 0) return nd->in;
+    const tnode *s = &t->nodes[nd->src];
+    const convbn *c = s->cb;
+    long rows = (long)t->n * s->sh.ho * s->sh.wo;
+    PROF(PROF_BN, k_bn_act_apply(nt, rows, c->co, s->z, params + c->gamma, params + c->beta, s->mean, s->rstd,
+                                 c->act ? K_ACT_SILU : K_ACT_NONE, t->recompute));
+    return t->recompute;
 }
 
 void graph_forward(env2_trainer *t, const float *params, int train_masks)
@@ -249,11 +299,12 @@ void graph_backward(env2_trainer *t, const float *params)
             PROF(PROF_BN, k_bn_act_bwd(nt, rows, c->co, nd->z, G, params + c->gamma, params + c->beta, nd->mean,
                                        nd->rstd, c->act ? K_ACT_SILU : K_ACT_NONE, T2, T, grads + c->gamma,
                                        grads + c->beta));
+            const float *in = node_input(t, nd, params, nt);
             if (c->kind == T_DW) {
-                PROF(PROF_DW_BWD, k_dwconv_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w);
+                PROF(PROF_DW_BWD, k_dwconv_bwd_weight(nt, &nd->sh, in, T, grads + c->w);
                      if (i > 0) k_dwconv_bwd_data(nt, &nd->sh, T, params + c->w, G2));
             } else {
-                PROF(PROF_CONV_BWD, k_conv2d_bwd_weight(nt, &nd->sh, nd->in, T, grads + c->w, t->conv_ws);
+                PROF(PROF_CONV_BWD, k_conv2d_bwd_weight(nt, &nd->sh, in, T, grads + c->w, t->conv_ws);
                      if (i > 0) k_conv2d_bwd_data(nt, &nd->sh, T, params + c->w, G2, t->conv_ws));
             }
             float *sw = G;
@@ -264,7 +315,8 @@ void graph_backward(env2_trainer *t, const float *params)
         case N_SE: {
             const block_def *bl = nd->bl;
             long hw = (long)(nd - 1)->sh.ho * (nd - 1)->sh.wo;
-            PROF(PROF_SE, k_se_bwd(nt, n, hw, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_w2,
+            const float *in = node_input(t, nd, params, nt);
+            PROF(PROF_SE, k_se_bwd(nt, n, hw, bl->mid, bl->se, in, params + bl->se_w1, params + bl->se_w2,
                                    nd->pooled, nd->hid, nd->gate, G, G2, grads + bl->se_w1, grads + bl->se_b1,
                                    grads + bl->se_w2, grads + bl->se_b2, t->se_ws));
             float *sw = G;
