@@ -1,7 +1,7 @@
 /* Trains a small model for a few steps with dropout, drop-path, EMA and a
  * size change, then saves the weights to argv[1].  make check-determinism
- * builds it with and without OpenMP and at 1 and 2 threads and requires
- * byte-identical files.  With a third argument "first" it stops after half
+ * builds it with the thread pool and with THREADS=0, runs it at 1, 2 and 3
+ * threads and requires byte-identical files.  With a third argument "first" it stops after half
  * the steps and writes a checkpoint (argv[1]) instead; with "resume CKPT" it
  * continues from that checkpoint in a new process. */
 #include <string.h>
