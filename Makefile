@@ -158,10 +158,10 @@ clean:
 # Fashion-MNIST (Debian's dataset-fashion-mnist), about ten minutes on 2 cores.
 FMNIST ?= /usr/share/datasets/fashion-mnist
 DEMO_ARCH := r1_k3_s1_e1_i24_o24_c1 r2_k3_s2_e4_i24_o48_c1 r2_k3_s2_e4_i48_o64_se0.25 r2_k3_s1_e4_i64_o96_se0.25
-DEMO_FLAGS ?= --epochs 12 --batch 64 --optimizer adamw --lr 0.004 --wd 0.05 --lr-schedule cosine \
+DEMO_FLAGS ?= --epochs 15 --batch 64 --optimizer adamw --lr 0.004 --wd 0.05 --lr-schedule cosine \
               --warmup-epochs 1 --label-smoothing 0.1 --ema 0.999 --progressive linear --stages 3 \
-              --size-start 20 --size-end 32 --size-multiple 4 --dropout-start 0.0 --dropout-end 0.1 \
-              --drop-path 0.1 --crop-area-min 0.85 --threads 2 --seed 1
+              --size-start 24 --size-end 40 --size-multiple 8 --dropout-start 0.0 --dropout-end 0.1 \
+              --drop-path 0.1 --crop-area-min 0.85 --eval-stage-size --threads 2 --seed 1
 demo: all
 	@sh tools/get_fashion_mnist.sh "$(FMNIST)"
 	./env2 train --arch "$(DEMO_ARCH)" --stem 24 --head 256 --data fashion-mnist --data-dir "$(FMNIST)" \
