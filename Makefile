@@ -92,8 +92,10 @@ $(STATIC): $(OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+# -z nodelete: dlclose() must not unmap the code the pool's idle worker
+# threads are running (they live as long as the process)
 $(SHARED): $(OBJS)
-	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined -Wl,-z,nodelete -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
 
 $(ENV2BIN): $(TOOL_SRCS) $(STATIC) $(wildcard tools/*.h)
 	$(CC) $(ALL_CFLAGS) -o $@ $(TOOL_SRCS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)

@@ -49,5 +49,38 @@ py=$(command -v python3 || true)
 if [ -n "$py" ]; then
     if LD_LIBRARY_PATH="$tmp/prefix/lib" ENV2_LIB="$tmp/prefix/lib/libefficientnetv2.so" "$py" examples/python/env2_ctypes.py >"$tmp/py.log" 2>&1; then ok; else bad "python ctypes example"; cat "$tmp/py.log" >&2; fi
 fi
+# dlopen, a 2-thread forward, dlclose, three times: the pool's idle workers outlive dlclose(), so the
+# library must stay mapped (linked with -z nodelete)
+if [ -n "$lib" ]; then
+    cat > "$tmp/dl.c" <<'EOF'
+#include <dlfcn.h>
+#include <efficientnetv2.h>
+typedef env2_status (*create_fn)(env2_model **, const char *, const env2_model_options *);
+typedef env2_status (*threads_fn)(env2_model *, int32_t);
+typedef env2_status (*forward_fn)(env2_model *, const float *, int32_t, int32_t, int32_t, env2_layout, float *);
+typedef void (*destroy_fn)(env2_model *);
+static float x[3 * 64 * 64], y[1000];
+int main(int argc, char **argv)
+{
+    if (argc < 2) return 4;
+    for (int i = 0; i < 3; i++) {
+        void *h = dlopen(argv[1], RTLD_NOW);
+        if (!h) return 1;
+        create_fn create = (create_fn)dlsym(h, "env2_model_create");
+        threads_fn threads = (threads_fn)dlsym(h, "env2_model_set_threads");
+        forward_fn forward = (forward_fn)dlsym(h, "env2_forward");
+        destroy_fn destroy = (destroy_fn)dlsym(h, "env2_model_destroy");
+        env2_model *m;
+        if (!create || !threads || !forward || !destroy || create(&m, "b0", 0) || threads(m, 2)) return 2;
+        int rc = forward(m, x, 1, 64, 64, ENV2_LAYOUT_NCHW, y);
+        destroy(m);
+        dlclose(h);
+        if (rc) return 3;
+    }
+    return 0;
+}
+EOF
+    if ${CC:-cc} -I"$tmp/prefix/include" "$tmp/dl.c" -o "$tmp/dl" -ldl 2>"$tmp/dl.log" && "$tmp/dl" "$lib"; then ok; else bad "dlopen, 2-thread forward, dlclose, repeated"; cat "$tmp/dl.log" >&2; fi
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
