@@ -26,7 +26,9 @@
  *    its steps on its own thread alone: correct, but not parallel.  The
  *    workers block all signals.  A child made by fork() starts workers of
  *    its own (or runs serially if another thread was inside a parallel
- *    step at the fork).  "0 = all cores" is the number of online processors.
+ *    step at the fork).  dlclose() leaves the library loaded (the workers
+ *    live as long as the process).  "0 = all cores" is the number of
+ *    online processors.
  *  - Images are float32.  The default layout is NCHW (PyTorch's), NHWC on
  *    request.  Internally the library works in NHWC and converts once.
  *  - Results do not depend on the number of threads.
