@@ -158,11 +158,11 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static long now_ns(void)
+static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Blocks until a job this worker serves has an unclaimed task. */
@@ -180,7 +180,7 @@ static void worker_sleep(worker *me)
 static void *worker_main(void *self)
 {
     worker *me = self;
-    long idle_since = 0;
+    int64_t idle_since = 0;
     unsigned polls = 0;
     for (;;) {
         uint64_t w = atomic_load_explicit(&P.claim, memory_order_relaxed);
@@ -200,7 +200,7 @@ static void *worker_main(void *self)
         }
         cpu_relax();
         if (++polls % 64) continue;
-        long t = now_ns();
+        int64_t t = now_ns();
         if (!idle_since) {
             idle_since = t;
         } else if (t - idle_since > WORKER_SPIN_NS) {
