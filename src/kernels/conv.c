@@ -21,7 +21,6 @@
 
 #include "common.h"
 
-
 /* Upper bound of a dcol / col chunk (floats).  2 MiB stays in cache between
  * being written and read; 8 MiB chunks measured up to 30% slower, 0.5-1 MiB
  * the same. */
