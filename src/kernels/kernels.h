@@ -168,6 +168,9 @@ void k_fc_bwd(int nt, int n, int in, int out, const float *x, const float *W, co
 size_t k_se_scratch(int n, int C, int S);
 void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
               const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch);
+/* y = x * gate with the gate of an earlier k_se_fwd: its y again, bit for bit
+ * (training recomputes the SE output instead of storing it). */
+void k_se_apply(int nt, int n, long hw, int C, const float *x, const float *gate, float *y);
 /* Given dy, forward input x and saved pooled/hid/gate: dx (overwrites),
  * dW1, db1, dW2, db2 (accumulate).  scratch as above. */
 void k_se_bwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *W2,

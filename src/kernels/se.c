@@ -56,6 +56,13 @@ static void scale_fn(void *arg, int ith, int nth)
     }
 }
 
+void k_se_apply(int nt, int n, long hw, int C, const float *x, const float *gate, float *y)
+{
+    if (n <= 0 || C <= 0 || hw <= 0) return;
+    scale_job j = {n, C, hw, x, gate, NULL, NULL, y};
+    k_par_run(se_threads(nt, n, hw, C), scale_fn, &j);
+}
+
 void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
               const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch)
 {

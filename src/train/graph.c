@@ -113,24 +113,27 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
         if (!bl->fused && bl->has_expand) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
         plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
         if (!bl->fused && bl->se) {
+            /* the output x * gate is recomputed in backward too */
+            int idx = p.count, buf = 0;
             tnode *nd = node(&p);
-            size_t sz = (size_t)n * h * w * bl->mid;
             float *pooled = take(&p, (size_t)n * bl->mid), *hid = take(&p, (size_t)n * bl->se),
-                  *gate = take(&p, (size_t)n * bl->mid), *a = take(&p, sz);
+                  *gate = take(&p, (size_t)n * bl->mid);
+            while (buf == cur.buf || buf == keep->buf) buf++;
             if (nd) {
                 nd->type = N_SE;
                 nd->bl = bl;
                 nd->in = cur.p;
                 nd->src = cur.node;
-                nd->a = a;
+                nd->abuf = buf;
                 nd->pooled = pooled;
                 nd->hid = hid;
                 nd->gate = gate;
             }
             size_t s = k_se_scratch(n, bl->mid, bl->se);
             if (s > maxse) maxse = s;
-            cur.p = a;
-            cur.node = cur.buf = -1;
+            cur.p = NULL;
+            cur.node = idx;
+            cur.buf = buf;
         }
         if (i < bl->ncb) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
         if (bl->residual) {
@@ -168,13 +171,14 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
         /* the rotating buffers exist only now: point conv outputs at them,
          * then the inputs that read those outputs */
         for (int i = 0; i < t->nnodes; i++)
-            if (t->nodes[i].type == N_CONV) t->nodes[i].a = abufs[t->nodes[i].abuf];
+            if (t->nodes[i].abuf >= 0) t->nodes[i].a = abufs[t->nodes[i].abuf];
         for (int i = 0; i < t->nnodes; i++) {
             tnode *nd = &t->nodes[i];
             if (nd->src >= 0) nd->in = t->nodes[nd->src].a;
             if (nd->zsrc >= 0) nd->z = t->nodes[nd->zsrc].a;
         }
         t->recompute = abufs[0];
+        t->recompute2 = abufs[1];
         t->xin = xin;
         t->head_pooled = pooled;
         t->head_drop = drop;
@@ -192,16 +196,33 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
     return p.off;
 }
 
-/* The input of node nd for backward: stored, or the producing conv's output
- * recomputed from its z into t->recompute (bit-identical to forward's). */
-static const float *node_input(env2_trainer *t, const tnode *nd, const float *params, int nt)
+/* The output of conv or SE node s recomputed into dst (bit-identical to
+ * forward's); an SE output first recomputes its input into t->recompute2. */
+static void recompute(env2_trainer *t, const tnode *s, const float *params, int nt, float *dst)
 {
-    if (nd->src < 0) return nd->in;
-    const tnode *s = &t->nodes[nd->src];
+    if (s->type == N_SE) {
+        const tnode *x = &t->nodes[s->src];
+        const float *in = s->in;
+        if (s->src >= 0) {
+            recompute(t, x, params, nt, t->recompute2);
+            in = t->recompute2;
+        }
+        long hw = (long)(s - 1)->sh.ho * (s - 1)->sh.wo;
+        PROF(PROF_SE, k_se_apply(nt, t->n, hw, s->bl->mid, in, s->gate, dst));
+        return;
+    }
     const convbn *c = s->cb;
     long rows = (long)t->n * s->sh.ho * s->sh.wo;
     PROF(PROF_BN, k_bn_act_apply(nt, rows, c->co, s->z, params + c->gamma, params + c->beta, s->mean, s->rstd,
-                                 c->act ? K_ACT_SILU : K_ACT_NONE, t->recompute));
+                                 c->act ? K_ACT_SILU : K_ACT_NONE, dst));
+}
+
+/* The input of node nd for backward: stored, or recomputed into
+ * t->recompute. */
+static const float *node_input(env2_trainer *t, const tnode *nd, const float *params, int nt)
+{
+    if (nd->src < 0) return nd->in;
+    recompute(t, &t->nodes[nd->src], params, nt, t->recompute);
     return t->recompute;
 }
 

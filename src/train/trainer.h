@@ -21,8 +21,9 @@ typedef struct tnode {
     float *pooled, *hid, *gate; /* SE */
     float *mask;        /* RESID: per-sample drop-path factor [n] */
     long count;         /* BEGIN/RESID: elements of the block input/output */
-    /* Conv outputs a = act(BN(z)) are not kept: forward writes them to one of
-     * three rotating buffers (abuf) and backward recomputes them from z.
+    /* Conv outputs a = act(BN(z)) and SE outputs x * gate are not kept:
+     * forward writes them to one of three rotating buffers (abuf) and
+     * backward recomputes them from z (and the gate).
      * src: the conv node whose a is this node's input (-1: in is stored);
      * zsrc: the same for a RESID node's branch output. */
     int abuf, src, zsrc;
@@ -46,7 +47,7 @@ struct env2_trainer {
     size_t arena_floats;
     float *gbuf[4];             /* gradient ping-pong, skip stash, BN temp */
     float *tmp;                 /* second BN temp */
-    float *recompute;           /* backward: a recomputed conv output (one of the forward rotating buffers) */
+    float *recompute, *recompute2; /* backward: recomputed layer outputs (forward's rotating buffers) */
     float *conv_ws, *se_ws;
     float *xin;                 /* NHWC input copy */
     float *head_pooled, *head_drop, *head_mask, *logits, *dlogits, *dpooled;
