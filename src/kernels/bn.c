@@ -204,17 +204,12 @@ void k_bn_act_fwd_train(int nt, long rows, int C, const float *x, const float *g
     j.rows = rows;
     j.C = C;
     j.x = x;
-    j.gamma = gamma;
-    j.beta = beta;
     j.eps = eps;
-    j.y = y;
     j.omean = mean;
     j.orstd = rstd;
     j.ovar = var_unbiased;
-    j.act = act;
-    int t = bn_threads(nt, rows, C);
-    fwd_stats(t, &j);
-    k_par_run(t, fwd_apply_fn, &j);
+    fwd_stats(bn_threads(nt, rows, C), &j);
+    k_bn_act_apply(nt, rows, C, x, gamma, beta, mean, rstd, act, y);
 }
 
 void k_bn_act_apply(int nt, long rows, int C, const float *x, const float *gamma, const float *beta,
