@@ -117,11 +117,22 @@ static inline int word_nv(uint64_t w) { return (int)((w >> NV_BITS) & NV_MAX); }
  * region once made the pool bigger. */
 static inline int word_open_for(uint64_t w, int id) { return word_next(w) < word_nv(w) && id + 1 < word_nv(w); }
 
-/* An idle worker polls for this long before it sleeps: long enough to
- * bridge the gaps between the regions of a forward or training step, short
- * enough that an idle worker stops taking CPU time from other processes
- * (and from its own caller when the cores are oversubscribed). */
-#define WORKER_SPIN_NS 100000L
+/* How long an idle worker polls the claim word before it sleeps.  Long
+ * while it has its core to itself: a sleeping worker wakes up tens of
+ * microseconds after the next region is published, and on small models,
+ * whose regions are that short, a 20 us poll made inference ~10% slower
+ * than a 1 ms one.  Short for a while once the OS has taken the core away
+ * in the middle of a poll (another process wants it): a sleeping worker
+ * then gets the core back as soon as it is woken, whereas a polling one
+ * uses up its share of the core and is preempted in the middle of a task,
+ * which the caller has to wait for (with one other busy process, 2 threads
+ * ran 1.2-1.5x slower with a fixed 0.1 ms poll than with 20 us). */
+#define SPIN_LONG_NS 1000000
+#define SPIN_SHORT_NS 20000
+/* A gap this long between two polls means the worker was descheduled. */
+#define PREEMPTED_NS 50000
+/* Idle periods that use the short poll after a preemption was seen. */
+#define SHORT_PERIODS 256
 /* The caller's wait for tasks in flight polls this many times before it
  * starts yielding its core (to the worker it waits for, if they share it). */
 #define OWNER_SPINS 2000
@@ -180,8 +191,9 @@ static void worker_sleep(worker *me)
 static void *worker_main(void *self)
 {
     worker *me = self;
-    int64_t idle_since = 0;
+    int64_t idle_since = 0, last_poll = 0;
     unsigned polls = 0;
+    int short_left = 0;
     for (;;) {
         uint64_t w = atomic_load_explicit(&P.claim, memory_order_relaxed);
         if (word_open_for(w, me->id)) {
@@ -203,10 +215,16 @@ static void *worker_main(void *self)
         int64_t t = now_ns();
         if (!idle_since) {
             idle_since = t;
-        } else if (t - idle_since > WORKER_SPIN_NS) {
+        } else if (t - last_poll > PREEMPTED_NS) {
+            short_left = SHORT_PERIODS;
+            worker_sleep(me);
+            idle_since = 0;
+        } else if (t - idle_since > (short_left ? SPIN_SHORT_NS : SPIN_LONG_NS)) {
+            if (short_left) short_left--;
             worker_sleep(me);
             idle_since = 0;
         }
+        last_poll = t;
     }
     return NULL;
 }
