@@ -396,6 +396,15 @@ ENV2_API env2_status env2_trainer_memory_needed(const env2_trainer *trainer, int
 ENV2_API env2_status env2_trainer_evaluate(env2_trainer *trainer, const float *images, int32_t n, int32_t h,
                                            int32_t w, env2_layout layout, int use_ema, float *logits);
 
+/** Restarts the weight average: the EMA copies become the current weights
+ *  and statistics, and the decay warm-up min(ema_decay, (1+t)/(10+t)) counts
+ *  t from this step again.  For progressive learning, at a stage change, so
+ *  the average does not mix weights fitted to the previous image size into
+ *  the new one.  The restart step is saved by env2_trainer_save and restored
+ *  by env2_trainer_resume.  ENV2_E_STATE if EMA is off.  Not thread-safe with
+ *  other calls on the same trainer.  Since 0.1. */
+ENV2_API env2_status env2_trainer_restart_ema(env2_trainer *trainer);
+
 /** Copies the EMA weights and statistics into the model (for saving or
  *  serving the averaged model).  ENV2_E_STATE if EMA is off.  Since 0.1. */
 ENV2_API env2_status env2_trainer_apply_ema(env2_trainer *trainer);

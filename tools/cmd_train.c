@@ -176,6 +176,7 @@ typedef struct train_cfg {
     double lr, wd, warmup_epochs;
     char lr_schedule[16];
     double label_smoothing, ema, dropout, drop_path;
+    int ema_restart;
     char progressive[32];
     int stages, size_start, size_end, size_multiple;
     double randaug_start, randaug_end, mixup_start, mixup_end, cutmix_start, cutmix_end, dropout_start, dropout_end;
@@ -226,6 +227,7 @@ static const topt topts[] = {
     OPT("lr-schedule", T_STR, lr_schedule, F_RUN, 0, 0),
     OPT("label-smoothing", T_DBL, label_smoothing, F_RUN, 0, 0.999999),
     OPT("ema", T_DBL, ema, F_RUN, 0, 0.999999999),
+    OPT("ema-restart", T_FLAG, ema_restart, F_RUN, 0, 0),
     OPT("dropout", T_DBL, dropout, F_RUN | F_SCHED, 0, 0.999999),
     OPT("drop-path", T_DBL, drop_path, F_RUN | F_SCHED, 0, 0.999999),
     OPT("progressive", T_STR, progressive, F_RUN | F_SCHED, 0, 0),
@@ -810,6 +812,7 @@ static const char *train_usage =
     "data:   --data-dir DIR  --val-split N  --crop-area-min F (default 0.25)  --no-flip\n"
     "optim:  --epochs E (10)  --batch B (64)  --optimizer rmsprop|sgd|adamw  --lr LR  --wd WD (1e-5)\n"
     "        --warmup-epochs W  --lr-schedule exp|cosine|constant  --label-smoothing S (0.1)  --ema DECAY\n"
+    "        --ema-restart (restart the EMA at each stage)\n"
     "stages: --progressive PRESET|linear|off  --stages M  --size-start S --size-end S  --size-multiple N\n"
     "        --randaug-start M --randaug-end M  --mixup-start A --mixup-end A  --cutmix-start A --cutmix-end A\n"
     "        --dropout-start P --dropout-end P\n"
@@ -946,6 +949,16 @@ static int run_training(run *r, run_state *s, int fresh_metrics, int tty)
         double dval;
 
         env2_schedule_at(r->sched, ep, &stage, &size);
+        /* --ema-restart: the average starts afresh from the live weights when
+         * a stage begins, so it does not carry weights fitted to the previous
+         * image size into the new one.  Decided from the schedule alone, at an
+         * epoch's first batch, so a resumed run restarts at the same step. */
+        if (c->ema_restart && c->ema > 0 && ep > 0 && s->batch == 0) {
+            int32_t prev = 0, psize = 0;
+            env2_schedule_at(r->sched, ep - 1, &prev, &psize);
+            if (prev != stage && env2_trainer_restart_ema(r->tr) != ENV2_OK)
+                return runtime_err("train", "restarting the EMA", env2_trainer_last_error(r->tr));
+        }
         env2_schedule_value(r->sched, ep, ENV2_REG_DROPOUT, &dropout);
         env2_schedule_value(r->sched, ep, ENV2_REG_DROP_PATH, &drop_path);
         env2_schedule_value(r->sched, ep, ENV2_REG_RANDAUG, &ra);

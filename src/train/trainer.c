@@ -430,7 +430,9 @@ static void ema_update(env2_trainer *t)
 {
     if (!t->ema_p) return;
     env2_model *m = t->m;
-    double tt = (double)t->step;
+    /* the warm-up counts from the last restart, so a restarted average
+     * forgets the old weights as quickly as a new one */
+    double tt = (double)(t->step - t->ema_start);
     double d = (1.0 + tt) / (10.0 + tt);
     if (d > t->o.ema_decay) d = t->o.ema_decay;
     float df = (float)d, omd = (float)(1.0 - d);
@@ -472,6 +474,16 @@ ENV2_API env2_status env2_trainer_evaluate(env2_trainer *t, const float *images,
                                       w, layout, logits);
     if (s) memcpy(&t->err, &t->m->err, sizeof t->err);
     return s;
+}
+
+ENV2_API env2_status env2_trainer_restart_ema(env2_trainer *t)
+{
+    if (!t) return fail_t(NULL, ENV2_E_INVALID_ARG, "env2_trainer_restart_ema: NULL trainer");
+    if (!t->ema_p) return fail_t(t, ENV2_E_STATE, "EMA is off (ema_decay = 0)");
+    memcpy(t->ema_p, t->m->params, t->m->nparams * sizeof(float));
+    memcpy(t->ema_s, t->m->stats, t->m->nstats * sizeof(float));
+    t->ema_start = t->step;
+    return ENV2_OK;
 }
 
 ENV2_API env2_status env2_trainer_apply_ema(env2_trainer *t)
@@ -554,9 +566,9 @@ ENV2_API env2_status env2_trainer_save(const env2_trainer *ct, const char *path,
     char buf[512];
     snprintf(buf, sizeof buf,
              "{\"step\": %lld, \"optimizer\": %d, \"lr\": %.9g, \"dropout\": %.9g, \"drop_path\": %.9g, "
-             "\"label_smoothing\": %.9g, \"weight_decay\": %.9g, \"seed\": %llu, \"ema\": %d}",
+             "\"label_smoothing\": %.9g, \"weight_decay\": %.9g, \"seed\": %llu, \"ema\": %d, \"ema_start\": %lld}",
              (long long)t->step, t->o.optimizer, t->lr, t->dropout, t->drop_path, t->smoothing, t->wd,
-             (unsigned long long)t->o.seed, t->ema_p != NULL);
+             (unsigned long long)t->o.seed, t->ema_p != NULL, (long long)t->ema_start);
     if (!s) s = st_writer_meta(wr, "env2.trainer", buf, &t->err);
     snprintf(buf, sizeof buf, "%lld", (long long)t->step);
     if (!s) s = st_writer_meta(wr, "env2.step", buf, &t->err);
@@ -674,7 +686,9 @@ ENV2_API env2_status env2_trainer_resume(env2_trainer *t, const char *path, char
         bn++;
     }
     double lr = t->lr, dropout = t->dropout, dp = t->drop_path, ls = t->smoothing, wd = t->wd;
+    long long ema_start = 0; /* checkpoints older than restart_ema have none */
     const char *q;
+    if ((q = strstr(tr, "\"ema_start\": "))) ema_start = atoll(q + 13);
     if ((q = strstr(tr, "\"lr\": "))) lr = atof(q + 6);
     if ((q = strstr(tr, "\"dropout\": "))) dropout = atof(q + 11);
     if ((q = strstr(tr, "\"drop_path\": "))) dp = atof(q + 13);
@@ -691,6 +705,7 @@ ENV2_API env2_status env2_trainer_resume(env2_trainer *t, const char *path, char
         memcpy(t->ema_s, es, ns * sizeof(float));
     }
     t->step = atoll(stepv);
+    t->ema_start = ema_start < 0 || ema_start > t->step ? 0 : ema_start;
     t->lr = (float)lr;
     t->dropout = (float)dropout;
     t->drop_path = (float)dp;

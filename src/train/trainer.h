@@ -34,6 +34,7 @@ struct env2_trainer {
     env2_trainer_options o;
     float lr, dropout, drop_path, smoothing, wd;
     int64_t step;
+    int64_t ema_start;          /* step of the last env2_trainer_restart_ema (0: never) */
 
     float *grads, *s1, *s2;     /* gradients and optimizer state, param layout */
     float *ema_p, *ema_s;       /* EMA copies of params and stats */
