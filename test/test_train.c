@@ -268,7 +268,7 @@ static void check_lr_schedule(void)
 }
 
 /* env2_trainer_restart_ema: the average equals the live weights right after a
- * restart, restarts its warm-up (so the next step moves it by 1/10 of the way
+ * restart, restarts its warm-up (so the next step moves it 9/11 of the way
  * to the new weights, not 1 - ema_decay), and the restart point survives
  * save/resume bit-identically. */
 static void check_ema_restart(void)
@@ -290,8 +290,8 @@ static void check_ema_restart(void)
     CHECK_EQ_INT(env2_trainer_restart_ema(t1), ENV2_OK);
     CHECK_EQ_INT(env2_trainer_evaluate(t1, x, N, S, S, ENV2_LAYOUT_NCHW, 1, avg), ENV2_OK);
     CHECK(memcmp(avg, live, sizeof avg) == 0);
-    /* one step after the restart: decay (1+0)/(10+0) = 0.1, so the average
-     * sits 90 % of the way to the new weights; without the restart it would
+    /* one step after the restart: decay (1+1)/(10+1) = 2/11, so the average
+     * sits 9/11 of the way to the new weights; without the restart it would
      * barely move (decay 0.99) */
     float before[N * K], after_live[N * K];
     memcpy(before, live, sizeof before);

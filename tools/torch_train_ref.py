@@ -502,13 +502,20 @@ class LrSchedule:
 
 class Ema:
     def __init__(self, model, decay):
-        self.decay, self.model = decay, copy.deepcopy(model)
+        self.decay, self.model, self.start = decay, copy.deepcopy(model), 0
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
+    def restart(self, model, steps):
+        """env2_trainer_restart_ema: the average becomes the live weights, the warm-up counts from here."""
+        self.model.load_state_dict(model.state_dict())
+        self.start = steps
+
+    @torch.no_grad()
     def update(self, model, steps):
-        d = min(self.decay, (1.0 + steps) / (10.0 + steps))
+        t = steps - self.start
+        d = min(self.decay, (1.0 + t) / (10.0 + t))
         src = model.state_dict()
         for k, v in self.model.state_dict().items():
             if v.dtype.is_floating_point:
@@ -604,6 +611,7 @@ def parse_args(argv):
     g.add_argument("--lr-schedule", default="exp", choices=["exp", "cosine", "constant"])
     g.add_argument("--label-smoothing", type=float, default=0.1)
     g.add_argument("--ema", type=float, default=0.0)
+    g.add_argument("--ema-restart", action="store_true", help="restart the EMA when a stage begins")
     g = p.add_argument_group("progressive learning")
     g.add_argument("--progressive", default="", help="off | linear | " + " | ".join(PRESETS))
     g.add_argument("--stages", type=int, default=0)
@@ -718,6 +726,8 @@ def main(argv=None):
     for ep in range(a.epochs):
         stage = sched.stage_of(ep)
         size = sched.size(stage)
+        if ema and a.ema_restart and ep > 0 and sched.stage_of(ep - 1) != stage:
+            ema.restart(model, step)
         vals = [sched.value(stage, r) for r in range(5)]
         dropout = vals[0] if dropout_on else model_dropout
         drop_path = vals[4] if drop_path_on else model_drop_path
