@@ -281,6 +281,88 @@ static void test_bn_case(long rows, int C, float offset)
     for (int t = 0; t < 2; t++) free(y[t]), free(m[t]), free(r[t]), free(v[t]), free(dx[t]), free(dg[t]), free(db[t]);
 }
 
+/* max |a_i - b_i| relative to max(floor, max |b_i|) */
+static double max_diff_floor(const float *a, const float *b, long n, double floor)
+{
+    double md = 0, mb = floor;
+    for (long i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= md)) md = d != d ? INFINITY : d;
+        mb = fmax(mb, fabs((double)b[i]));
+    }
+    return md / mb;
+}
+
+/* The SIMD row loops (bn_avx512.c) on the shapes that stress their layouts:
+ * C = 1, 7 and 24 take flat lines of 16, 7 and 3 vectors; 13 flat lines in
+ * the elementwise passes but one row per line, masked, in the reductions; 33
+ * and 200 one row per line with a masked tail (200: two channel groups);
+ * rows 1, 7, 13 and 33 leave partial lines and chunks, the large counts span
+ * several row blocks and threads.  Every path against the double references,
+ * 1 and 3 threads bit-identical, k_bn_act_apply bit-identical to the
+ * training forward, with and without SiLU. */
+static void test_bn_shape(long rows, int C)
+{
+    long n = rows * C;
+    float *x = frandom(n), *dy = frandom(n), *gamma = frandom(C), *beta = frandom(C);
+    for (long i = 0; i < n; i++) {
+        int c = (int)(i % C);
+        x[i] = (float)(c % 5 - 2) + x[i] * (0.5f + 0.1f * (float)(c % 7));
+    }
+    float *dg0 = frandom(C), *db0 = frandom(C);
+    float *yr = falloc(n), *ysr = falloc(n), *mr = falloc(C), *rr = falloc(C), *vr = falloc(C);
+    float *dxr[2], *dgr[2], *dbr[2];
+    k_bn_fwd_train_ref(rows, C, x, gamma, beta, 1e-3f, yr, mr, rr, vr);
+    k_silu_fwd_ref(n, yr, ysr);
+    for (int a = 0; a < 2; a++) {
+        dxr[a] = falloc(n), dgr[a] = fcopy(dg0, C), dbr[a] = fcopy(db0, C);
+        k_bn_act_bwd_ref(rows, C, x, dy, gamma, beta, mr, rr, a ? K_ACT_SILU : K_ACT_NONE, dxr[a], dgr[a], dbr[a]);
+    }
+    float *y1 = falloc(n), *y3 = falloc(n), *ya = falloc(n), *dx1 = falloc(n), *dx3 = falloc(n), *dact = falloc(n);
+    float *m1 = falloc(C), *r1 = falloc(C), *v1 = falloc(C), *m3 = falloc(C), *r3 = falloc(C), *v3 = falloc(C);
+    float *dg1 = falloc(C), *db1 = falloc(C), *dg3 = falloc(C), *db3 = falloc(C);
+    for (int li = 0; li < nlevels; li++) {
+        k_simd_force(levels[li]);
+        for (int a = 0; a < 2; a++) {
+            const int act = a ? K_ACT_SILU : K_ACT_NONE;
+            k_bn_act_fwd_train(1, rows, C, x, gamma, beta, 1e-3f, act, y1, m1, r1, v1);
+            k_bn_act_fwd_train(3, rows, C, x, gamma, beta, 1e-3f, act, y3, m3, r3, v3);
+            k_bn_act_apply(2, rows, C, x, gamma, beta, m1, r1, act, ya);
+            double ey = test_max_rel_diff(y1, a ? ysr : yr, n), em = test_max_rel_diff(m1, mr, C);
+            double er = test_max_rel_diff(r1, rr, C), ev = test_max_rel_diff(v1, vr, C);
+            CHECK_MSG(ey < 2e-5 && em < 1e-6 && er < 2e-5 && ev < 2e-5,
+                      "bn fwd rows %ld C %d act %d %s: y %.3g mean %.3g rstd %.3g var %.3g", rows, C, act,
+                      k_simd_name(levels[li]), ey, em, er, ev);
+            CHECK_MSG(same_bits(y1, y3, n) && same_bits(m1, m3, C) && same_bits(r1, r3, C) && same_bits(v1, v3, C),
+                      "bn fwd rows %ld C %d act %d %s: 3 threads != 1", rows, C, act, k_simd_name(levels[li]));
+            CHECK_MSG(same_bits(y1, ya, n), "bn apply rows %ld C %d act %d %s: != training forward", rows, C, act,
+                      k_simd_name(levels[li]));
+            /* backward from the reference statistics; the 3-thread run has dx alias dy */
+            memcpy(dg1, dg0, (size_t)C * sizeof(float));
+            memcpy(db1, db0, (size_t)C * sizeof(float));
+            memcpy(dg3, dg0, (size_t)C * sizeof(float));
+            memcpy(db3, db0, (size_t)C * sizeof(float));
+            memcpy(dx3, dy, (size_t)n * sizeof(float));
+            k_bn_act_bwd(1, rows, C, x, dy, gamma, beta, mr, rr, act, dact, dx1, dg1, db1);
+            k_bn_act_bwd(3, rows, C, x, dx3, gamma, beta, mr, rr, act, dact, dx3, dg3, db3);
+            /* dgamma and dbeta are sums that may nearly cancel (a single
+             * channel of 33 rows): their error is measured against at least 1 */
+            double ex = test_max_rel_diff(dx1, dxr[a], n), eg = max_diff_floor(dg1, dgr[a], C, 1.0);
+            double eb = max_diff_floor(db1, dbr[a], C, 1.0);
+            CHECK_MSG(ex < 5e-5 && eg < 2e-5 && eb < 2e-5, "bn bwd rows %ld C %d act %d %s: dx %.3g dg %.3g db %.3g",
+                      rows, C, act, k_simd_name(levels[li]), ex, eg, eb);
+            CHECK_MSG(same_bits(dx1, dx3, n) && same_bits(dg1, dg3, C) && same_bits(db1, db3, C),
+                      "bn bwd rows %ld C %d act %d %s: 3 threads != 1", rows, C, act, k_simd_name(levels[li]));
+        }
+    }
+    k_simd_force(K_SIMD_AVX512);
+    free(x), free(dy), free(gamma), free(beta), free(dg0), free(db0), free(yr), free(ysr), free(mr), free(rr);
+    free(vr);
+    for (int a = 0; a < 2; a++) free(dxr[a]), free(dgr[a]), free(dbr[a]);
+    free(y1), free(y3), free(ya), free(dx1), free(dx3), free(dact), free(m1), free(r1), free(v1), free(m3), free(r3);
+    free(v3), free(dg1), free(db1), free(dg3), free(db3);
+}
+
 static void test_bn(void)
 {
     test_bn_hand();
@@ -294,6 +376,13 @@ static void test_bn(void)
     /* a large mean with unit spread: a one-pass E[x^2] - E[x]^2 in float
      * would lose the variance entirely */
     test_bn_case(2000, 24, 1000.0f);
+    static const int Cs[] = {1, 7, 13, 24, 33, 200};
+    static const long rs[] = {1, 7, 13, 33};
+    for (int ci = 0; ci < 6; ci++) {
+        for (int ri = 0; ri < 4; ri++) test_bn_shape(rs[ri], Cs[ci]);
+        /* large: more than 65536 values (threads take part) and several row blocks */
+        test_bn_shape(Cs[ci] < 20 ? 70001 : 4097, Cs[ci]);
+    }
 }
 
 /* ---- activations ---------------------------------------------------------------- */

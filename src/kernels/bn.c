@@ -7,7 +7,11 @@
  * only on the data, never on the thread count, and threads stream disjoint
  * rows (splitting channels instead leaves a thread idle when C is 16 or 24
  * and makes every thread read every cache line).
- * The elementwise passes are split over rows. */
+ * The elementwise passes are split over rows.
+ *
+ * With AVX-512 or AVX2 the row loops run in bn_avx512.c / bn_avx2.c (same
+ * blocks and chunks; the SiLU of the fused passes is computed in the same
+ * sweep); the portable loops below are always available. */
 #include <math.h>
 #include <stddef.h>
 
@@ -18,7 +22,7 @@
 enum {
     BN_CHUNK = 64,   /* rows per float partial sum */
     BN_MAXBLK = 16,  /* at most this many row blocks: bounds the stack scratch */
-    BN_RGROUP = 128, /* channels per reduction region */
+    BN_RGROUP = K_BN_MAXCN, /* channels per reduction region */
     BN_STASH = 2048  /* channels whose backward means are kept on the stack at a time */
 };
 
@@ -47,10 +51,11 @@ typedef struct bn_job {
     float *stash; /* backward: [2][C] mean(dy), mean(dy*xhat) */
     int act;      /* K_ACT_NONE or K_ACT_SILU after BN */
     float *dact;  /* fused backward: dL/d(BN output), written by the reduction */
+    int level;    /* SIMD level, read once per call so that every thread takes the same path */
 } bn_job;
 
 /* One reduction over the channels [g, g + cn) (cn <= BN_RGROUP):
- * kind 1 = sum(x), 2 = sum((x - shift)^2), 3 = sum(dy) and sum(dy * (x - mean));
+ * kind 1 = sum(x - shift) and sum((x - shift)^2), 3 = sum(dy) and sum(dy * (x - mean));
  * kind 4 is kind 3 with dy = dL/d(BN output) first formed through the SiLU
  * (recomputing its input from x) and written to dact.
  * part1/part2 hold one row of BN_RGROUP doubles per block. */
@@ -67,15 +72,27 @@ static void red_block(const bn_red *q, long blk)
     const bn_job *j = q->j;
     const int C = j->C, cn = q->cn, kind = q->kind;
     const long g = q->g, rb0 = blk * q->brows, rb1 = rb0 + q->brows < j->rows ? rb0 + q->brows : j->rows;
-    double *o1 = q->part1 + blk * BN_RGROUP, *o2 = q->part2 ? q->part2 + blk * BN_RGROUP : NULL;
+    double *o1 = q->part1 + blk * BN_RGROUP, *o2 = q->part2 + blk * BN_RGROUP;
     float p1[BN_RGROUP], p2[BN_RGROUP];
-    const float *sh = kind == 2 ? q->shift : kind >= 3 ? j->mean + g : NULL;
+    const float *sh = kind == 1 ? q->shift : j->mean + g;
     float sc[BN_RGROUP];
     if (kind == 4)
         for (int i = 0; i < cn; i++) sc[i] = j->gamma[g + i] * j->rstd[g + i];
-    for (int i = 0; i < cn; i++) o1[i] = 0.0;
-    if (o2)
-        for (int i = 0; i < cn; i++) o2[i] = 0.0;
+#if K_HAVE_X86_PATHS
+    if (j->level >= K_SIMD_AVX2) {
+        const long off = rb0 * C + g, n = rb1 - rb0;
+        const int z = j->level >= K_SIMD_AVX512;
+        if (kind == 1) {
+            (z ? k_bn_stats_avx512 : k_bn_stats_avx2)(j->x + off, n, C, cn, sh, BN_CHUNK, o1, o2);
+        } else {
+            float *da = kind == 4 ? j->dact + off : NULL;
+            (z ? k_bn_bwd_red_avx512 : k_bn_bwd_red_avx2)(j->x + off, j->dy + off, da, n, C, cn, sh, sc,
+                                                          j->beta ? j->beta + g : NULL, BN_CHUNK, o1, o2);
+        }
+        return;
+    }
+#endif
+    for (int i = 0; i < cn; i++) o1[i] = o2[i] = 0.0;
     for (long r0 = rb0; r0 < rb1; r0 += BN_CHUNK) {
         long r1 = r0 + BN_CHUNK < rb1 ? r0 + BN_CHUNK : rb1;
         for (int i = 0; i < cn; i++) p1[i] = p2[i] = 0.0f;
@@ -96,12 +113,10 @@ static void red_block(const bn_red *q, long blk)
             const float *xr = j->x + r * C + g;
             if (kind == 1) {
                 SIMD_LOOP
-                for (int i = 0; i < cn; i++) p1[i] += xr[i];
-            } else if (kind == 2) {
-                SIMD_LOOP
                 for (int i = 0; i < cn; i++) {
                     float d = xr[i] - sh[i];
-                    p1[i] += d * d;
+                    p1[i] += d;
+                    p2[i] += d * d;
                 }
             } else {
                 const float *dr = kind == 4 ? j->dact + r * C + g : j->dy + r * C + g;
@@ -112,9 +127,10 @@ static void red_block(const bn_red *q, long blk)
                 }
             }
         }
-        for (int i = 0; i < cn; i++) o1[i] += p1[i];
-        if (o2)
-            for (int i = 0; i < cn; i++) o2[i] += p2[i];
+        for (int i = 0; i < cn; i++) {
+            o1[i] += p1[i];
+            o2[i] += p2[i];
+        }
     }
 }
 
@@ -126,40 +142,40 @@ static void red_fn(void *arg, int ith, int nth)
     for (long b = b0; b < b1; b++) red_block(q, b);
 }
 
-/* Runs the reduction and adds the blocks in order into out1 (and out2). */
+/* Runs the reduction and adds the blocks in order into out1 and out2. */
 static void reduce(int nt, bn_red *q, double *out1, double *out2)
 {
     double part1[BN_MAXBLK * BN_RGROUP], part2[BN_MAXBLK * BN_RGROUP];
     q->brows = block_rows(q->j->rows);
     q->nblk = (int)((q->j->rows + q->brows - 1) / q->brows);
     q->part1 = part1;
-    q->part2 = q->kind >= 3 ? part2 : NULL;
+    q->part2 = part2;
     k_par_run(nt < q->nblk ? nt : q->nblk, red_fn, q);
     for (int i = 0; i < q->cn; i++) {
         double s1 = 0.0, s2 = 0.0;
         for (int b = 0; b < q->nblk; b++) {
             s1 += part1[b * BN_RGROUP + i];
-            if (out2) s2 += part2[b * BN_RGROUP + i];
+            s2 += part2[b * BN_RGROUP + i];
         }
         out1[i] = s1;
-        if (out2) out2[i] = s2;
+        out2[i] = s2;
     }
 }
 
 static void fwd_stats(int nt, const bn_job *j)
 {
-    double s1[BN_RGROUP], s2[BN_RGROUP];
-    float m[BN_RGROUP];
+    double s1[BN_RGROUP], s2[BN_RGROUP], unused[BN_RGROUP];
+    float zero[BN_RGROUP], m[BN_RGROUP];
+    for (int i = 0; i < BN_RGROUP; i++) zero[i] = 0.0f;
     for (long g = 0; g < j->C; g += BN_RGROUP) {
         int cn = j->C - g < BN_RGROUP ? (int)(j->C - g) : BN_RGROUP;
-        bn_red q = {j, g, 0, cn, 0, 1, NULL, NULL, NULL};
-        reduce(nt, &q, s1, NULL);
+        bn_red q = {j, g, 0, cn, 0, 1, zero, NULL, NULL};
+        reduce(nt, &q, s1, unused);
         for (int i = 0; i < cn; i++) m[i] = (float)(s1[i] / (double)j->rows);
         /* second pass around the rounded mean: the variance of x - m equals
          * that of x, and sum(x - m) is ~0, so no correction term is needed */
-        q.kind = 2;
         q.shift = m;
-        reduce(nt, &q, s2, NULL);
+        reduce(nt, &q, unused, s2);
         for (int i = 0; i < cn; i++) {
             double var = s2[i] / (double)j->rows;
             j->omean[g + i] = m[i];
@@ -177,6 +193,14 @@ static void fwd_apply_fn(void *arg, int ith, int nth)
     long r0, r1;
     row_range(j->rows, ith, nth, &r0, &r1);
     const int C = j->C;
+#if K_HAVE_X86_PATHS
+    if (j->level >= K_SIMD_AVX2) {
+        if (r1 > r0)
+            (j->level >= K_SIMD_AVX512 ? k_bn_apply_avx512 : k_bn_apply_avx2)(
+                j->x + r0 * C, j->y + r0 * C, r1 - r0, C, j->omean, j->gamma, j->orstd, j->beta, j->act);
+        return;
+    }
+#endif
     for (long b0 = r0; b0 < r1; b0 += BN_CHUNK) {
         long b1 = b0 + BN_CHUNK < r1 ? b0 + BN_CHUNK : r1;
         for (long r = b0; r < b1; r++) {
@@ -208,6 +232,7 @@ void k_bn_act_fwd_train(int nt, long rows, int C, const float *x, const float *g
     j.omean = mean;
     j.orstd = rstd;
     j.ovar = var_unbiased;
+    j.level = k_simd_level();
     fwd_stats(bn_threads(nt, rows, C), &j);
     k_bn_act_apply(nt, rows, C, x, gamma, beta, mean, rstd, act, y);
 }
@@ -227,6 +252,7 @@ void k_bn_act_apply(int nt, long rows, int C, const float *x, const float *gamma
     j.omean = (float *)mean;
     j.orstd = (float *)rstd;
     j.act = act;
+    j.level = k_simd_level();
     k_par_run(bn_threads(nt, rows, C), fwd_apply_fn, &j);
 }
 
@@ -234,6 +260,15 @@ void k_bn_act_apply(int nt, long rows, int C, const float *x, const float *gamma
 static void bwd_dx_rows(const bn_job *j, long r0, long r1, long c0, long c1, const float *m1, const float *m2)
 {
     const int C = j->C;
+#if K_HAVE_X86_PATHS
+    if (j->level >= K_SIMD_AVX2) {
+        if (r1 > r0)
+            (j->level >= K_SIMD_AVX512 ? k_bn_dx_avx512 : k_bn_dx_avx2)(j->x + r0 * C, j->dy + r0 * C,
+                                                                        j->dx + r0 * C, r1 - r0, C, (int)c0,
+                                                                        (int)c1, j->mean, j->rstd, j->gamma, m1, m2);
+        return;
+    }
+#endif
     for (long r = r0; r < r1; r++) {
         const float *xr = j->x + r * C, *dr = j->dy + r * C;
         float *o = j->dx + r * C;
@@ -284,6 +319,7 @@ void k_bn_act_bwd(int nt, long rows, int C, const float *x, const float *dy, con
     j.beta = beta;
     j.act = act;
     j.dact = dact;
+    j.level = k_simd_level();
     int t = bn_threads(nt, rows, C);
     /* dx needs the per-channel means of dy and dy * xhat first; they are kept
      * on the stack for a window of BN_STASH channels at a time, so dx is

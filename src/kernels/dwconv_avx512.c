@@ -37,6 +37,7 @@ typedef __m256i vmask;
 #define V_MIN(a, b) _mm256_min_ps(a, b)
 #define v_exp k_exp256
 #define v_silu k_silu256
+#define v_silu_grad k_silu_grad256
 #define v_sigmoid k_sigmoid256
 #define V_FULL _mm256_set1_epi32(-1)
 static inline vmask v_tail(long n)
@@ -69,6 +70,7 @@ typedef __mmask16 vmask;
 #define V_MIN(a, b) _mm512_min_ps(a, b)
 #define v_exp k_exp512
 #define v_silu k_silu512
+#define v_silu_grad k_silu_grad512
 #define v_sigmoid k_sigmoid512
 #define V_FULL ((__mmask16)0xFFFF)
 static inline vmask v_tail(long n) { return (vmask)((1u << n) - 1u); }
@@ -101,21 +103,11 @@ void DW_NAME(k_act)(int op, long n, const float *x, const float *dy, float *y);
 #define AI static inline __attribute__((always_inline))
 
 /* ---- activations ------------------------------------------------------------
- * The vector exp, SiLU and sigmoid come from kernels_internal.h so that the
- * fused epilogue here matches the GEMM epilogue bit for bit.  Sigmoid is
+ * The vector exp, SiLU, its gradient and sigmoid come from kernels_internal.h
+ * so that the fused epilogue here matches the GEMM epilogue bit for bit and
+ * the batch-norm kernels (bn_avx512.c) share the same SiLU.  Sigmoid is
  * 1 / (1 + e^-x) and SiLU x / (1 + e^-x): for very negative x, e^-x = +inf
  * gives exactly 0 (SiLU: -0), never NaN. */
-
-AI vf v_silu_grad(vf x, vf dy)
-{
-    vf one = V_SET1(1.0f);
-    vf e = v_exp(V_SUB(V_ZERO(), x));
-    vf s = V_DIV(one, V_ADD(one, e));
-    /* dy * s * (1 + x * (1 - s)), with 1 - s as e*s (no cancellation for
-     * large x); min returns its second operand for the NaN of inf*0 */
-    vf oms = V_MIN(V_MUL(e, s), one);
-    return V_MUL(V_MUL(dy, s), V_FMA(x, oms, one));
-}
 
 void DW_NAME(k_act)(int op, long n, const float *x, const float *dy, float *y)
 {

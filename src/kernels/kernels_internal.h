@@ -118,6 +118,17 @@ static inline __m512 k_silu512(__m512 x)
     __m512 one = _mm512_set1_ps(1.0f);
     return _mm512_div_ps(x, _mm512_add_ps(one, k_exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
 }
+/* dy * silu'(x) = dy * s * (1 + x * (1 - s)), s = sigmoid(x), with 1 - s
+ * as e*s (no cancellation for large x); min returns its second operand for
+ * the NaN of inf*0 (x very negative, where the product is 0 anyway). */
+static inline __m512 k_silu_grad512(__m512 x, __m512 dy)
+{
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 e = k_exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+    __m512 oms = _mm512_min_ps(_mm512_mul_ps(e, s), one);
+    return _mm512_mul_ps(_mm512_mul_ps(dy, s), _mm512_fmadd_ps(x, oms, one));
+}
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -151,6 +162,14 @@ static inline __m256 k_silu256(__m256 x)
     __m256 one = _mm256_set1_ps(1.0f);
     return _mm256_div_ps(x, _mm256_add_ps(one, k_exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
 }
+static inline __m256 k_silu_grad256(__m256 x, __m256 dy)
+{
+    __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = k_exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    __m256 oms = _mm256_min_ps(_mm256_mul_ps(e, s), one);
+    return _mm256_mul_ps(_mm256_mul_ps(dy, s), _mm256_fmadd_ps(x, oms, one));
+}
 #endif
 
 /* The kernels' parallel region: fn(arg, ith, nth) for every ith in
@@ -159,6 +178,38 @@ static inline __m256 k_silu256(__m256 x)
  * depend on (ith, nth) only -- never on which thread runs it. */
 typedef env2_par_fn k_par_fn;
 static inline void k_par_run(int nt, k_par_fn fn, void *arg) { env2_par_run(nt, fn, arg); }
+
+/* ---- batch-norm row loops of bn_avx512.c / bn_avx2.c --------------------------
+ * bn.c owns the row blocks, threading and the choice of path; these run the
+ * rows it hands them.  Rows are C floats apart; a reduction covers cn <=
+ * K_BN_MAXCN channels from where x points, `chunk` rows at a time summed in
+ * float, the chunks added in order in double into s1, s2 [cn] (overwritten):
+ *   k_bn_stats:   s1 = sum(x - shift), s2 = sum((x - shift)^2)
+ *   k_bn_bwd_red: d = x - mean; without dact, s1 = sum(dy), s2 = sum(dy * d);
+ *                 with dact, g = dy * silu'(d * scale + beta) is written to
+ *                 dact (same offsets as dy) and s1 = sum(g), s2 = sum(g * d)
+ * k_bn_apply: y = act((x - mean) * (gamma * rstd) + beta) over whole rows.
+ * k_bn_dx: dx = gamma*rstd*(dy - m1 - (x - mean)*rstd*m2) for channels
+ * [c0, c1) (m1, m2 indexed from c0); dx may alias dy. */
+enum { K_BN_MAXCN = 128 };
+#if K_HAVE_X86_PATHS
+void k_bn_stats_avx512(const float *x, long rows, int C, int cn, const float *shift, long chunk, double *s1,
+                       double *s2);
+void k_bn_stats_avx2(const float *x, long rows, int C, int cn, const float *shift, long chunk, double *s1,
+                     double *s2);
+void k_bn_bwd_red_avx512(const float *x, const float *dy, float *dact, long rows, int C, int cn, const float *mean,
+                         const float *scale, const float *beta, long chunk, double *s1, double *s2);
+void k_bn_bwd_red_avx2(const float *x, const float *dy, float *dact, long rows, int C, int cn, const float *mean,
+                       const float *scale, const float *beta, long chunk, double *s1, double *s2);
+void k_bn_apply_avx512(const float *x, float *y, long rows, int C, const float *mean, const float *gamma,
+                       const float *rstd, const float *beta, int act);
+void k_bn_apply_avx2(const float *x, float *y, long rows, int C, const float *mean, const float *gamma,
+                     const float *rstd, const float *beta, int act);
+void k_bn_dx_avx512(const float *x, const float *dy, float *dx, long rows, int C, int c0, int c1, const float *mean,
+                    const float *rstd, const float *gamma, const float *m1, const float *m2);
+void k_bn_dx_avx2(const float *x, const float *dy, float *dx, long rows, int C, int c0, int c1, const float *mean,
+                  const float *rstd, const float *gamma, const float *m1, const float *m2);
+#endif
 
 /* SiLU (bwd = 0: y = silu(x)) or its backward (bwd = 1: y = dy * silu'(x))
  * over n values on the calling thread, with the same arithmetic as
