@@ -363,6 +363,48 @@ static void test_bn_shape(long rows, int C)
     free(v3), free(dg1), free(db1), free(dg3), free(db3);
 }
 
+/* One-pass statistics where a naive E[x^2] - E[x]^2 fails: channels with a
+ * mean of 1000 and a standard deviation of 0.01 (the float data are then
+ * quantized to 160ths of the spread), -500 and 3, 0 and 1e-3, a constant
+ * channel, one whose first row is a 50-sigma outlier, and a mean of 1e4 with
+ * unit spread; the variance must stay close to the double reference's. */
+static void test_bn_variance(void)
+{
+    static const double mu[6] = {1000.0, -500.0, 0.0, 7.0, 3.0, 1e4}, sd[6] = {0.01, 3.0, 1e-3, 0.0, 1.0, 1.0};
+    const int C = 6;
+    static const long rows_list[3] = {5, 777, 40000};
+    for (int t = 0; t < 3; t++) {
+        long rows = rows_list[t], n = rows * C;
+        float *x = falloc(n), *y = falloc(n), *yr = falloc(n), g[6], b[6];
+        float m[6], r[6], v[6], mr[6], rr[6], vr[6];
+        for (int c = 0; c < C; c++) g[c] = 1.0f, b[c] = 0.0f;
+        for (long i = 0; i < rows; i++)
+            for (int c = 0; c < C; c++) {
+                /* a sum of three uniforms: roughly normal, unit variance */
+                double z = (frand() + frand() + frand());
+                if (c == 4 && i == 0) z = 50.0;
+                x[i * C + c] = (float)(mu[c] + sd[c] * z);
+            }
+        k_bn_fwd_train_ref(rows, C, x, g, b, 1e-5f, yr, mr, rr, vr);
+        for (int li = 0; li < nlevels; li++) {
+            k_simd_force(levels[li]);
+            k_bn_fwd_train(2, rows, C, x, g, b, 1e-5f, y, m, r, v);
+            for (int c = 0; c < C; c++) {
+                double ev = vr[c] > 0 ? fabs((double)v[c] - vr[c]) / vr[c] : fabs((double)v[c]);
+                /* the mean relative to its magnitude or, near 0, to the spread */
+                double em = fabs((double)m[c] - mr[c]) / fmax(fabs(mr[c]), sd[c] > 0 ? sd[c] : 1e-30);
+                double er = fabs((double)r[c] - rr[c]) / rr[c];
+                CHECK_MSG(ev < 2e-6 && em < 1e-6 && er < 2e-6,
+                          "bn variance rows %ld channel %d (mean %g sd %g) %s: var %.3g (%.9g vs %.9g) mean %.3g "
+                          "rstd %.3g",
+                          rows, c, mu[c], sd[c], k_simd_name(levels[li]), ev, v[c], vr[c], em, er);
+            }
+        }
+        k_simd_force(K_SIMD_AVX512);
+        free(x), free(y), free(yr);
+    }
+}
+
 static void test_bn(void)
 {
     test_bn_hand();
@@ -383,6 +425,7 @@ static void test_bn(void)
         /* large: more than 65536 values (threads take part) and several row blocks */
         test_bn_shape(Cs[ci] < 20 ? 70001 : 4097, Cs[ci]);
     }
+    test_bn_variance();
 }
 
 /* ---- activations ---------------------------------------------------------------- */
