@@ -171,7 +171,7 @@ static void reduce(int nt, bn_red *q, double *out1, double *out2)
 
 static void fwd_stats(int nt, const bn_job *j)
 {
-    double s1[BN_RGROUP], s2[BN_RGROUP], ks[BN_RGROUP];
+    double s1[BN_RGROUP], s2[BN_RGROUP];
     float k[BN_RGROUP];
     const long rows = j->rows, ns = rows < BN_SAMPLE ? rows : BN_SAMPLE;
     const double n = (double)rows;
@@ -179,13 +179,15 @@ static void fwd_stats(int nt, const bn_job *j)
         int cn = j->C - g < BN_RGROUP ? (int)(j->C - g) : BN_RGROUP;
         /* the shift: rows floor(s * rows / ns), a function of the row count
          * alone (split so that s * rows cannot overflow a 32-bit long) */
-        for (int i = 0; i < cn; i++) ks[i] = 0.0;
+        for (int i = 0; i < cn; i++) k[i] = 0.0f;
         for (long s = 0; s < ns; s++) {
             const long r = s * (rows / ns) + s * (rows % ns) / ns;
             const float *xr = j->x + r * j->C + g;
-            for (int i = 0; i < cn; i++) ks[i] += xr[i];
+            SIMD_LOOP
+            for (int i = 0; i < cn; i++) k[i] += xr[i];
         }
-        for (int i = 0; i < cn; i++) k[i] = (float)(ks[i] / (double)ns);
+        /* float is plenty: any shift near the mean serves */
+        for (int i = 0; i < cn; i++) k[i] /= (float)ns;
         bn_red q = {j, g, 0, cn, 0, 1, k, NULL, NULL};
         reduce(nt, &q, s1, s2);
         for (int i = 0; i < cn; i++) {
