@@ -72,14 +72,6 @@ typedef __mmask16 vmask;
 static inline vmask v_tail(int n) { return (vmask)(n >= VL ? 0xFFFFu : (1u << n) - 1u); }
 #endif
 
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 32")
-#else
-#define UNROLL
-#endif
-#define AI static inline __attribute__((always_inline))
 
 enum {
     RED_NV = 8,                 /* most vectors per reduction line (accumulators in registers) */

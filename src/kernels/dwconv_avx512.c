@@ -90,17 +90,6 @@ void DW_NAME(k_dw_bwd_data_rows)(const k_conv_shape *s, const float *dy, const f
 void DW_NAME(k_dw_bwd_weight)(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0, long c1);
 void DW_NAME(k_act)(int op, long n, const float *x, const float *dy, float *y);
 
-/* The register-blocked loops below index small arrays of vectors with loop
- * counters; they only stay in registers when the loops are fully unrolled,
- * which gcc -O2 does not do on its own. */
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 32")
-#else
-#define UNROLL
-#endif
-#define AI static inline __attribute__((always_inline))
 
 /* ---- activations ------------------------------------------------------------
  * The vector exp, SiLU, its gradient and sigmoid come from kernels_internal.h

@@ -217,6 +217,23 @@ void k_bn_dx_avx2(const float *x, const float *dy, float *dx, long rows, int C, 
  * alias x or dy. */
 void k_silu_rows(int bwd, long n, const float *x, const float *dy, float *y);
 
+/* For the intrinsics files: register-blocked loops index small arrays of
+ * vectors with loop counters, and those only stay in registers when the loops
+ * are fully unrolled, which gcc -O2 does not do on its own (UNROLL); AI forces
+ * the inlining those loops rely on. */
+#if defined(__clang__)
+#define UNROLL _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define UNROLL _Pragma("GCC unroll 32")
+#else
+#define UNROLL
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define AI static inline __attribute__((always_inline))
+#else
+#define AI static inline
+#endif
+
 /* gcc -O2 vectorizes the channel loops only when asked (the Makefile passes
  * -fopenmp-simd -DENV2_OMP_SIMD when the compiler accepts it: the simd
  * pragmas alone, no OpenMP runtime); clang does it on its own and warns
