@@ -1045,6 +1045,27 @@ static void test_commands(void)
     free(ma);
     free(mb);
 
+    /* --ema-restart: every epoch here is a stage, so the average restarts at
+     * steps 4 and 8; stopped at step 10 (in the last stage, after a restart)
+     * and resumed, the run ends bit-identical to the uninterrupted one (the
+     * restart step is in the checkpoint), and the saved average differs from
+     * run a's.  --ema-restart without --ema is a usage error. */
+    {
+        char r1[600], r2[600], m1[700], m2[700];
+        snprintf(r1, sizeof r1, "%s/run_r1", tmpdir);
+        snprintf(r2, sizeof r2, "%s/run_r2", tmpdir);
+        CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --ema-restart", common, data, r1), 0);
+        CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --ema-restart --stop-after 10", common, data, r2),
+                     130);
+        CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --quiet", r2), 0);
+        snprintf(m1, sizeof m1, "%s/model.safetensors", r1);
+        snprintf(m2, sizeof m2, "%s/model.safetensors", r2);
+        CHECK(file_size(m1) > 0 && same_file(m1, m2));
+        snprintf(m2, sizeof m2, "%s/model.safetensors", a);
+        CHECK(!same_file(m1, m2));
+        CHECK_EQ_INT(run_cmd(cmd_train, "train --data npy --data-dir %s --out %s/run_r3 --ema-restart", data, tmpdir), 2);
+    }
+
     /* a bad checkpoint: --resume fails and leaves the directory as it was */
     mkdir(c, 0700);
     snprintf(p1, sizeof p1, "%s/checkpoint.safetensors", c);

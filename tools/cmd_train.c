@@ -1208,6 +1208,10 @@ int cmd_train(int argc, char **argv)
         free(user);
         return usage_err("train", "--lr-schedule must be exp, cosine or constant (got '%s')", r.c.lr_schedule);
     }
+    if (r.c.ema_restart && !(r.c.ema > 0)) {
+        free(user);
+        return usage_err("train", "--ema-restart restarts the weight average: it needs --ema DECAY");
+    }
     resolve_progressive(&r.c);
 
     {
