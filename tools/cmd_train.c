@@ -953,7 +953,7 @@ static int run_training(run *r, run_state *s, int fresh_metrics, int tty)
          * a stage begins, so it does not carry weights fitted to the previous
          * image size into the new one.  Decided from the schedule alone, at an
          * epoch's first batch, so a resumed run restarts at the same step. */
-        if (c->ema_restart && c->ema > 0 && ep > 0 && s->batch == 0) {
+        if (c->ema_restart && ep > 0 && s->batch == 0) { /* cmd_train refuses it without --ema */
             int32_t prev = 0, psize = 0;
             env2_schedule_at(r->sched, ep - 1, &prev, &psize);
             if (prev != stage && env2_trainer_restart_ema(r->tr) != ENV2_OK)

@@ -61,6 +61,15 @@ static void opt_init_state(env2_trainer *t)
         for (size_t i = 0; i < np; i++) t->s2[i] = 1.0f;
 }
 
+/* The average starts from the live weights and statistics, its warm-up
+ * from the current step (at creation and at env2_trainer_restart_ema). */
+static void ema_reset(env2_trainer *t)
+{
+    memcpy(t->ema_p, t->m->params, t->m->nparams * sizeof(float));
+    memcpy(t->ema_s, t->m->stats, t->m->nstats * sizeof(float));
+    t->ema_start = t->step;
+}
+
 ENV2_API env2_status env2_trainer_create(env2_trainer **out, env2_model *m, const env2_trainer_options *user)
 {
     env2_trainer_options o;
@@ -116,10 +125,7 @@ ENV2_API env2_status env2_trainer_create(env2_trainer **out, env2_model *m, cons
         if (!td->is_stat && (o.decay_all || decays(td->kind))) memset(t->decay + td->offset, 1, (size_t)td->numel);
     }
     opt_init_state(t);
-    if (t->ema_p) {
-        memcpy(t->ema_p, m->params, np * sizeof(float));
-        memcpy(t->ema_s, m->stats, m->nstats * sizeof(float));
-    }
+    if (t->ema_p) ema_reset(t);
     *out = t;
     return ENV2_OK;
 }
@@ -480,9 +486,7 @@ ENV2_API env2_status env2_trainer_restart_ema(env2_trainer *t)
 {
     if (!t) return fail_t(NULL, ENV2_E_INVALID_ARG, "env2_trainer_restart_ema: NULL trainer");
     if (!t->ema_p) return fail_t(t, ENV2_E_STATE, "EMA is off (ema_decay = 0)");
-    memcpy(t->ema_p, t->m->params, t->m->nparams * sizeof(float));
-    memcpy(t->ema_s, t->m->stats, t->m->nstats * sizeof(float));
-    t->ema_start = t->step;
+    ema_reset(t);
     return ENV2_OK;
 }
 
