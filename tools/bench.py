@@ -50,7 +50,7 @@ def demo_arch():
                     return line.split(":=", 1)[1].strip()
     except OSError:
         pass
-    return "r1_k3_s1_e1_i24_o24_c1 r2_k3_s2_e4_i24_o48_c1 r2_k3_s2_e4_i48_o64_se0.25 r2_k3_s1_e4_i64_o96_se0.25"
+    return "r1_k3_s1_e1_i24_o24_c1 r1_k3_s2_e4_i24_o48_c1 r1_k3_s1_e4_i48_o48 r2_k3_s2_e4_i48_o64_se0.25 r2_k3_s1_e4_i64_o96_se0.25"
 
 
 DEMO_ARCH = demo_arch()
