@@ -24,7 +24,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-DEMO_ARCH = "r1_k3_s1_e1_i24_o24_c1 r1_k3_s2_e4_i24_o48_c1 r1_k3_s1_e4_i48_o48 r2_k3_s2_e4_i48_o64_se0.25 r2_k3_s1_e4_i64_o96_se0.25"
+from bench import demo_arch  # noqa: E402  (the Makefile's DEMO_ARCH: one place to change it)
+
+DEMO_ARCH = demo_arch()
 
 
 def main():
