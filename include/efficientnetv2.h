@@ -239,14 +239,20 @@ enum {
     ENV2_LOAD_DEFAULT = 0,
     /** Load everything but the classifier (classifier.1.*), which keeps its
      *  fresh initialization: fine-tuning to another class count. */
-    ENV2_LOAD_SKIP_CLASSIFIER = 1
+    ENV2_LOAD_SKIP_CLASSIFIER = 1,
+    /** From a trainer checkpoint (env2_trainer_save), load the EMA average
+     *  (its "ema."-prefixed tensors) instead of the live weights: the weights
+     *  the trainer evaluates with.  ENV2_E_NOT_FOUND when the file has none. */
+    ENV2_LOAD_EMA = 2
 };
 
 /** Loads weights from a safetensors file with torchvision state_dict names
  *  (features.0.0.weight ... classifier.1.bias).  F32, F16 and BF16 tensors
  *  are accepted (converted to float32); num_batches_tracked (I64) is
  *  accepted and ignored.  Every tensor the model needs must be present with
- *  the right shape; unknown tensors are an error.  On any error the model's
+ *  the right shape; unknown tensors are an error, except the optimizer state
+ *  ("optim.*") and EMA ("ema.*") of a trainer checkpoint, which is also a
+ *  model file: by default its live weights are loaded.  On any error the model's
  *  weights are unchanged and the message names the tensor.
  *  Errors: ENV2_E_IO, ENV2_E_FORMAT, ENV2_E_NOT_FOUND, ENV2_E_SHAPE,
  *  ENV2_E_DTYPE, ENV2_E_NOMEM.  Since 0.1. */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -890,6 +891,23 @@ static int run_cmd(cmd_fn fn, const char *fmt, ...)
     return fn(argc, argv);
 }
 
+/* run_cmd with stdout sent to the file out */
+static int run_cmd_to(const char *out, cmd_fn fn, const char *arg1, const char *arg2)
+{
+    char line[2048];
+    fflush(stdout);
+    int saved = dup(1), fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (saved < 0 || fd < 0) return -1;
+    dup2(fd, 1);
+    close(fd);
+    snprintf(line, sizeof line, "%s%s", arg1, arg2);
+    int rc = run_cmd(fn, "%s", line);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    return rc;
+}
+
 static long file_size(const char *p)
 {
     FILE *f = fopen(p, "rb");
@@ -1089,6 +1107,22 @@ static void test_commands(void)
     CHECK_EQ_INT(run_cmd(cmd_eval, "eval --data npy"), 2);
     snprintf(p2, sizeof p2, "%s/test_images.npy", data);
     CHECK_EQ_INT(run_cmd(cmd_predict, "predict --model %s --input %s --top 2 --batch 7", p1, p2), 0);
+    {
+        /* the checkpoint predicts with its EMA weights, as the saved model
+         * (the average) does: same classes and probabilities */
+        char ck[600], args[1400], o1[600], o2[600];
+        snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", a);
+        snprintf(o1, sizeof o1, "%s/pred_model.txt", tmpdir);
+        snprintf(o2, sizeof o2, "%s/pred_ckpt.txt", tmpdir);
+        snprintf(args, sizeof args, " --input %s --top 3", p2);
+        char model_arg[700], ck_arg[700];
+        snprintf(model_arg, sizeof model_arg, "predict --model %s", p1);
+        snprintf(ck_arg, sizeof ck_arg, "predict --model %s", ck);
+        CHECK_EQ_INT(run_cmd_to(o1, cmd_predict, model_arg, args), 0);
+        CHECK_EQ_INT(run_cmd_to(o2, cmd_predict, ck_arg, args), 0);
+        CHECK(file_size(o1) > 0 && same_file(o1, o2));
+        CHECK_EQ_INT(run_cmd(cmd_eval, "eval --model %s --data npy --data-dir %s", ck, data), 0);
+    }
     snprintf(p2, sizeof p2, "%s/test_labels.npy", data);
     CHECK_EQ_INT(run_cmd(cmd_predict, "predict --model %s --input %s", p1, p2), 1);
     CHECK_EQ_INT(run_cmd(cmd_schedule, "schedule official-s --epochs 350"), 0);

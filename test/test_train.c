@@ -109,6 +109,36 @@ static void check_determinism_and_resume(void)
     int fd = mkstemp(path);
     if (fd >= 0) close(fd);
     CHECK_EQ_INT(env2_trainer_save(t2, path, "{\"epoch\": 3}"), ENV2_OK);
+    {
+        /* the checkpoint is also a model file: its live weights by default,
+         * its EMA average with ENV2_LOAD_EMA -- each giving the same logits
+         * as the trainer it came from */
+        env2_model *m5 = NULL;
+        float xe[N * S * S], live[N * K], avg[N * K], got[N * K];
+        int32_t ye[N];
+        batch(98, S, xe, ye);
+        CHECK_EQ_INT(env2_model_create_from_file(&m5, path, NULL), ENV2_OK);
+        CHECK_EQ_INT(env2_trainer_evaluate(t2, xe, N, S, S, ENV2_LAYOUT_NCHW, 0, live), ENV2_OK);
+        CHECK_EQ_INT(env2_trainer_evaluate(t2, xe, N, S, S, ENV2_LAYOUT_NCHW, 1, avg), ENV2_OK);
+        CHECK(memcmp(live, avg, sizeof live) != 0);
+        if (m5) {
+            CHECK_EQ_INT(env2_forward(m5, xe, N, S, S, ENV2_LAYOUT_NCHW, got), ENV2_OK);
+            CHECK(memcmp(got, live, sizeof got) == 0);
+            CHECK_EQ_INT(env2_model_load(m5, path, ENV2_LOAD_EMA), ENV2_OK);
+            CHECK_EQ_INT(env2_forward(m5, xe, N, S, S, ENV2_LAYOUT_NCHW, got), ENV2_OK);
+            CHECK(memcmp(got, avg, sizeof got) == 0);
+            /* a plain model file has no average: refused, weights kept */
+            void *plain = NULL;
+            size_t plen = 0;
+            CHECK_EQ_INT(env2_model_save_memory(m5, &plain, &plen), ENV2_OK);
+            CHECK_EQ_INT(env2_model_load_memory(m5, plain, plen, ENV2_LOAD_EMA), ENV2_E_NOT_FOUND);
+            CHECK(strstr(env2_model_last_error(m5), "no EMA weights") != NULL);
+            CHECK_EQ_INT(env2_forward(m5, xe, N, S, S, ENV2_LAYOUT_NCHW, got), ENV2_OK);
+            CHECK(memcmp(got, avg, sizeof got) == 0);
+            env2_free(plain);
+            env2_model_destroy(m5);
+        }
+    }
     env2_trainer *t3 = mkt(m3, ENV2_OPT_RMSPROP_TF, 0.9f);
     char user[64];
     CHECK_EQ_INT(env2_trainer_resume(t3, path, user, sizeof user), ENV2_OK);

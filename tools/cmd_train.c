@@ -1389,6 +1389,15 @@ int cmd_train(int argc, char **argv)
 
 /* ---- env2 eval --------------------------------------------------------------- */
 
+/* A training checkpoint holds the live weights and, with --ema, their average;
+ * evaluate and predict with the average, as training did.  The live weights
+ * are already loaded, so a file without an average keeps them. */
+static void prefer_ema(env2_model *m, const char *path, const char *cmd)
+{
+    if (env2_model_load(m, path, ENV2_LOAD_EMA) == ENV2_OK)
+        fprintf(stderr, "env2 %s: %s is a training checkpoint: using its EMA weights\n", cmd, path);
+}
+
 int cmd_eval(int argc, char **argv)
 {
     const char *model_path = NULL, *data = NULL, *dir = NULL;
@@ -1436,6 +1445,7 @@ int cmd_eval(int argc, char **argv)
     mo.num_threads = (int32_t)threads;
     if (env2_model_create_from_file(&m, model_path, &mo) != ENV2_OK)
         return runtime_err("eval", "loading the model", env2_last_error());
+    prefer_ema(m, model_path, "eval");
     {
         env2_status st = dataset_load(data, dir, &tr, &te, &e);
         if (st != ENV2_OK) {
@@ -1518,6 +1528,7 @@ int cmd_predict(int argc, char **argv)
     mo.num_threads = (int32_t)threads;
     if (env2_model_create_from_file(&m, model_path, &mo) != ENV2_OK)
         return runtime_err("predict", "loading the model", env2_last_error());
+    prefer_ema(m, model_path, "predict");
     if (npy_load(input, &x, &e) != ENV2_OK) {
         env2_model_destroy(m);
         return runtime_err("predict", "reading the images", e.msg);

@@ -290,7 +290,7 @@ ENV2_API env2_status env2_model_load_memory(env2_model *m, const void *data, siz
 {
     if (!m) return fail_m(NULL, ENV2_E_INVALID_ARG, "env2_model_load_memory: NULL model");
     if (!data) return fail_m(m, ENV2_E_INVALID_ARG, "env2_model_load_memory: NULL data");
-    if (flags & ~(uint32_t)ENV2_LOAD_SKIP_CLASSIFIER) return fail_m(m, ENV2_E_INVALID_ARG, "unknown load flags 0x%x", flags);
+    if (flags & ~(uint32_t)(ENV2_LOAD_SKIP_CLASSIFIER | ENV2_LOAD_EMA)) return fail_m(m, ENV2_E_INVALID_ARG, "unknown load flags 0x%x", flags);
     return sync_m(m, model_load_st(m, data, len, flags, &m->err));
 }
 

@@ -15,6 +15,14 @@ static int is_tracked_name(const char *name)
 
 static int is_classifier(const tensor_def *t) { return t->kind == T_FC_W || t->kind == T_FC_B; }
 
+/* A checkpoint of env2_trainer_save holds the model under its own names and
+ * the optimizer state and EMA average under these prefixes, which no
+ * torchvision name starts with. */
+static int is_trainer_state(const char *name)
+{
+    return strncmp(name, "optim.", 6) == 0 || strncmp(name, "ema.", 4) == 0;
+}
+
 env2_status model_load_st(env2_model *m, const void *data, size_t len, uint32_t flags, env2_err *e)
 {
     st_file f;
@@ -24,12 +32,14 @@ env2_status model_load_st(env2_model *m, const void *data, size_t len, uint32_t 
     float *np = NULL, *ns = NULL;
     int64_t *tracked = NULL;
     int skip_fc = (flags & ENV2_LOAD_SKIP_CLASSIFIER) != 0;
+    const char *prefix = (flags & ENV2_LOAD_EMA) ? "ema." : "";
+    char fname[ENV2_MAX_NAME + 40];
 
     /* every file tensor must be known: catches loading weights of another
      * architecture whose names happen to overlap */
     for (int i = 0; i < f.count; i++) {
         const char *name = f.tensors[i].name;
-        int known = 0;
+        int known = is_trainer_state(name);
         for (int j = 0; j < m->ntensors && !known; j++) known = strcmp(m->tensors[j].name, name) == 0;
         if (!known && is_tracked_name(name)) {
             char base[ENV2_MAX_NAME + 32];
@@ -39,6 +49,14 @@ env2_status model_load_st(env2_model *m, const void *data, size_t len, uint32_t 
         if (!known) {
             s = env2_fail(e, ENV2_E_NOT_FOUND, "tensor '%s' in the file does not belong to this model (%s)", name,
                           m->arch.name);
+            goto done;
+        }
+    }
+    if (*prefix && m->ntensors > 0) {
+        snprintf(fname, sizeof fname, "%s%s", prefix, m->tensors[0].name);
+        if (!st_find(&f, fname)) {
+            s = env2_fail(e, ENV2_E_NOT_FOUND, "the file has no EMA weights (no tensor '%s'): it is not a checkpoint "
+                          "of a trainer with an EMA", fname);
             goto done;
         }
     }
@@ -57,9 +75,10 @@ env2_status model_load_st(env2_model *m, const void *data, size_t len, uint32_t 
     for (int j = 0; j < m->ntensors; j++) {
         const tensor_def *t = &m->tensors[j];
         if (skip_fc && is_classifier(t)) continue;
-        const st_tensor *ft = st_find(&f, t->name);
+        snprintf(fname, sizeof fname, "%s%s", prefix, t->name);
+        const st_tensor *ft = st_find(&f, fname);
         if (!ft) {
-            s = env2_fail(e, ENV2_E_NOT_FOUND, "tensor '%s' is missing from the file", t->name);
+            s = env2_fail(e, ENV2_E_NOT_FOUND, "tensor '%s' is missing from the file", fname);
             break;
         }
         int same = ft->ndim == t->ndim;
@@ -98,7 +117,8 @@ env2_status model_load_st(env2_model *m, const void *data, size_t len, uint32_t 
         const tensor_def *t = &m->tensors[j];
         if (t->kind != T_BN_MEAN) continue;
         char name[ENV2_MAX_NAME + 32];
-        snprintf(name, sizeof name, "%.*snum_batches_tracked", (int)(strlen(t->name) - strlen("running_mean")), t->name);
+        snprintf(name, sizeof name, "%s%.*snum_batches_tracked", prefix, (int)(strlen(t->name) - strlen("running_mean")),
+                 t->name);
         const st_tensor *ft = st_find(&f, name);
         if (ft) {
             int64_t v;
