@@ -12,7 +12,7 @@ Runs (each an `env2 train` with the recipe plus):
               /usr/bin/python3 has torch)
 --jobs J runs J trainings at a time with 2/J threads each (pairs share the machine evenly, so
 wall times within one batch compare fairly).  A run whose metrics.jsonl already has every epoch
-is not repeated (delete its directory to redo it).  Prints a markdown table of final accuracy
+and whose command.txt records the same command is not repeated (delete its directory to redo it).  Prints a markdown table of final accuracy
 and wall time (mean over seeds) and writes the accuracy-vs-time plot with tools/plot_metrics.py.
 Standard library only.
 """
@@ -93,18 +93,32 @@ def main():
     only = set(x for x in a.only.split(",") if x)
     os.makedirs(a.out, exist_ok=True)
 
+    def recorded_command(d):
+        try:
+            with open(os.path.join(d, "command.txt")) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
     todo = []
     for name, argv in runs:
         d = os.path.join(a.out, name)
-        done = len(read_metrics(os.path.join(d, "metrics.jsonl"))) >= epochs
+        # a finished run counts only if it ran this very command: a changed
+        # recipe (or binary path) makes it stale
+        done = (len(read_metrics(os.path.join(d, "metrics.jsonl"))) >= epochs and
+                recorded_command(d) == shlex.join(argv))
         if (only and name in only) or (not only and not done):
-            todo.append((name, argv + ["--threads", str(threads), "--out", d, "--overwrite", "--quiet"]))
+            todo.append((name, argv, argv + ["--threads", str(threads), "--out", d, "--overwrite", "--quiet"]))
     # run in batches of `jobs`, pairing runs of equal length where possible
     failed = []
     for i in range(0, len(todo), jobs):
         batch = todo[i:i + jobs]
         procs = []
-        for name, argv in batch:
+        for name, cmd, argv in batch:
+            d = os.path.join(a.out, name)
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "command.txt"), "w") as f:
+                f.write(shlex.join(cmd) + "\n")
             log = open(os.path.join(a.out, name + ".log"), "w")
             print("results: %s  %s" % (time.strftime("%H:%M:%S"), " ".join(shlex.quote(x) for x in argv)), flush=True)
             procs.append((name, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
@@ -119,9 +133,9 @@ def main():
     # summary
     groups = {}
     curves = []
-    for name, _ in runs:
+    for name, argv in runs:
         recs = read_metrics(os.path.join(a.out, name, "metrics.jsonl"))
-        if len(recs) < epochs:
+        if len(recs) < epochs or recorded_command(os.path.join(a.out, name)) != shlex.join(argv):
             continue
         last = recs[-1]
         groups.setdefault(name.rsplit("_s", 1)[0], []).append((name, last["test_acc"], last["wall_s"]))
