@@ -7,19 +7,24 @@
 Runs (each an `env2 train` with the recipe plus):
   prog_sN     the recipe as given (progressive learning), seed N
   fixed_sN    --progressive off: every epoch at the final image size with the final regularization
+  fixedeq_s1  --progressive off --epochs F (with --fixed-epochs F): the fixed-size run given about the
+              progressive run's wall time, with its own warm-up and cosine schedule
   fixreg_sN   progressive image size, regularization fixed at its final value (--fixed-reg options)
   torch_s1    tools/torch_train_ref.py with the same recipe (only with --torch and when
               /usr/bin/python3 has torch)
 --jobs J runs J trainings at a time with 2/J threads each (pairs share the machine evenly, so
-wall times within one batch compare fairly).  A run whose metrics.jsonl already has every epoch
+wall times within one batch compare fairly); a run left alone in the last batch gets 2 threads.  A run whose metrics.jsonl already has every epoch
 and whose command.txt records the same command is not repeated (delete its directory to redo it).  Prints a markdown table of final accuracy
-and wall time (mean over seeds) and writes the accuracy-vs-time plot with tools/plot_metrics.py.
+and wall time (mean over seeds), copies every finished run's metrics.jsonl and command into --keep
+(docs/results/NAME.jsonl and NAME.cmd) and draws the accuracy-vs-time and accuracy-vs-epoch plots
+with tools/plot_metrics.py.
 Standard library only.
 """
 import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,8 +74,15 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "results"))
     ap.add_argument("--only", default="", help="comma-separated run names to (re)run, e.g. prog_s1,fixed_s1")
+    ap.add_argument("--fixed-epochs", type=int, default=0,
+                    help="also run fixedeq_s1: the fixed-size run with this many epochs (its own warm-up and "
+                         "cosine), sized to take the progressive run's wall time")
     ap.add_argument("--torch", action="store_true", help="also run the PyTorch reference (seed 1)")
     ap.add_argument("--plot", default=os.path.join(ROOT, "docs", "results_accuracy_vs_time.png"))
+    ap.add_argument("--plot-epoch", default=os.path.join(ROOT, "docs", "results_accuracy_vs_epoch.png"))
+    ap.add_argument("--keep", default=os.path.join(ROOT, "docs", "results"),
+                    help="copy each finished run's metrics.jsonl and command.txt here as NAME.jsonl / NAME.cmd "
+                         "(the data behind docs/RESULTS.md and its plots); '' for no copy")
     a = ap.parse_args()
 
     seeds = [int(s) for s in a.seeds.split(",") if s]
@@ -79,12 +91,17 @@ def main():
     epochs = epochs_of(a.recipe)
     base = shlex.split(a.recipe)
     runs = []  # (name, argv)
+    run_epochs = {}
     for s in seeds:
         runs.append(("prog_s%d" % s, [a.env2, "train"] + base + ["--seed", str(s)]))
         runs.append(("fixed_s%d" % s, [a.env2, "train"] + base + ["--progressive", "off", "--seed", str(s)]))
     if a.fixed_reg:
         for s in [int(x) for x in a.fixed_reg_seeds.split(",") if x]:
             runs.append(("fixreg_s%d" % s, [a.env2, "train"] + base + shlex.split(a.fixed_reg) + ["--seed", str(s)]))
+    if a.fixed_epochs > 0:
+        runs.append(("fixedeq_s1", [a.env2, "train"] + base +
+                     ["--progressive", "off", "--epochs", str(a.fixed_epochs), "--seed", "1"]))
+        run_epochs["fixedeq_s1"] = a.fixed_epochs
     if a.torch:
         if have_torch():
             runs.append(("torch_s1", [TORCH_PY, os.path.join(HERE, "torch_train_ref.py")] + base + ["--seed", "1"]))
@@ -105,16 +122,19 @@ def main():
         d = os.path.join(a.out, name)
         # a finished run counts only if it ran this very command: a changed
         # recipe (or binary path) makes it stale
-        done = (len(read_metrics(os.path.join(d, "metrics.jsonl"))) >= epochs and
+        done = (len(read_metrics(os.path.join(d, "metrics.jsonl"))) >= run_epochs.get(name, epochs) and
                 recorded_command(d) == shlex.join(argv))
         if (only and name in only) or (not only and not done):
-            todo.append((name, argv, argv + ["--threads", str(threads), "--out", d, "--overwrite", "--quiet"]))
+            todo.append((name, argv, argv + ["--out", d, "--overwrite", "--quiet"]))
     # run in batches of `jobs`, pairing runs of equal length where possible
     failed = []
     for i in range(0, len(todo), jobs):
         batch = todo[i:i + jobs]
+        # a run left alone in the last batch gets the whole machine
+        nthr = str(threads if len(batch) > 1 else 2)
         procs = []
         for name, cmd, argv in batch:
+            argv = argv + ["--threads", nthr]
             d = os.path.join(a.out, name)
             os.makedirs(d, exist_ok=True)
             with open(os.path.join(d, "command.txt"), "w") as f:
@@ -135,18 +155,25 @@ def main():
     curves = []
     for name, argv in runs:
         recs = read_metrics(os.path.join(a.out, name, "metrics.jsonl"))
-        if len(recs) < epochs or recorded_command(os.path.join(a.out, name)) != shlex.join(argv):
+        if len(recs) < run_epochs.get(name, epochs) or recorded_command(os.path.join(a.out, name)) != shlex.join(argv):
             continue
         last = recs[-1]
         groups.setdefault(name.rsplit("_s", 1)[0], []).append((name, last["test_acc"], last["wall_s"]))
         curves.append(os.path.join(a.out, name, "metrics.jsonl") + ":" + name)
+        if a.keep:
+            # run directories are scratch (checkpoints, logs); the per-epoch
+            # records are small and are what the documented tables come from
+            os.makedirs(a.keep, exist_ok=True)
+            shutil.copyfile(os.path.join(a.out, name, "metrics.jsonl"), os.path.join(a.keep, name + ".jsonl"))
+            shutil.copyfile(os.path.join(a.out, name, "command.txt"), os.path.join(a.keep, name + ".cmd"))
     titles = {"prog": "progressive size + adaptive regularization (the recipe)",
               "fixed": "fixed final size and final regularization",
+              "fixedeq": "fixed final size, %d epochs (about the progressive run's time)" % a.fixed_epochs,
               "fixreg": "progressive size, regularization fixed at its final value",
               "torch": "PyTorch, same recipe (tools/torch_train_ref.py)"}
     print("\n| runs | seeds | final test top-1 per seed | mean top-1 | wall time per seed | mean wall time |")
     print("|---|---|---|---|---|---|")
-    for key in ("prog", "fixed", "fixreg", "torch"):
+    for key in ("prog", "fixed", "fixedeq", "fixreg", "torch"):
         g = groups.get(key)
         if not g:
             continue
@@ -156,11 +183,12 @@ def main():
             titles[key], ", ".join(n.rsplit("_s", 1)[1] for n, _, _ in g),
             ", ".join("%.2f %%" % (100 * x) for x in accs), 100 * statistics.mean(accs),
             ", ".join("%.0f s" % w for w in walls), "%.0f s" % statistics.mean(walls)))
-    if curves:
-        cmd = [sys.executable, os.path.join(HERE, "plot_metrics.py"), "--out", a.plot, "--x", "wall_s", "--y",
-               "test_acc"] + curves
-        if subprocess.run(cmd).returncode == 0:
-            print("\nplot: %s" % a.plot)
+    for x, out in (("wall_s", a.plot), ("epoch", a.plot_epoch)):
+        if curves and out:
+            cmd = [sys.executable, os.path.join(HERE, "plot_metrics.py"), "--out", out, "--x", x, "--y",
+                   "test_acc"] + curves
+            if subprocess.run(cmd).returncode == 0:
+                print("plot: %s" % out)
     return 1 if failed else 0
 
 
