@@ -61,6 +61,17 @@ static void test_mapping(void)
     CHECK_NEAR(ra_op_arg(RA_CUTOUT, 5), 20, 0);
     CHECK_NEAR(ra_op_arg(RA_CUTOUT, 20), 80, 0);
     CHECK_NEAR(ra_op_arg(RA_CUTOUT, 30), 120, 0);
+    /* size-relative amounts: a 40 px image against a 224 px reference, scale 40/224 */
+    CHECK_NEAR(ra_op_arg_scaled(RA_TRANSLATE_X, 5, 40.0f / 224.0f), 50.0 * (40.0f / 224.0f), 1e-6);
+    CHECK_NEAR(ra_op_arg_scaled(RA_TRANSLATE_Y, 10, 0.5f), 50, 1e-9);
+    CHECK_NEAR(ra_op_arg_scaled(RA_CUTOUT, 10, 40.0f / 224.0f), 7, 0); /* int(40 * 0.1786) = int(7.14) */
+    CHECK_NEAR(ra_op_arg_scaled(RA_CUTOUT, 5, 0.5f), 10, 0);
+    CHECK_NEAR(ra_op_arg_scaled(RA_CUTOUT, 1, 0.2f), 0, 0); /* int(0.8): no square */
+    /* only the pixel amounts scale; a bad scale means the official amounts */
+    CHECK_NEAR(ra_op_arg_scaled(RA_ROTATE, 5, 0.25f), 15.0, 1e-9);
+    CHECK_NEAR(ra_op_arg_scaled(RA_SHEAR_X, 10, 0.25f), 0.3, 1e-9);
+    CHECK_NEAR(ra_op_arg_scaled(RA_TRANSLATE_X, 5, 0.0f), 50, 1e-9);
+    CHECK_NEAR(ra_op_arg_scaled(RA_CUTOUT, 5, NAN), 20, 0);
     CHECK_NEAR(ra_op_arg(RA_INVERT, 10), 0, 0);
     CHECK_NEAR(ra_op_arg(RA_ROTATE, -3), 0, 0);
     CHECK_NEAR(ra_op_arg(RA_ROTATE, NAN), 0, 0);
@@ -403,6 +414,15 @@ static void test_geometric(void)
     ra_apply(img, 4, 4, 1, RA_CUTOUT, 0.6f, 1, 0, 3, tmp); /* pad int(2.4) = 2: rows [0,2), cols [1,4) */
     const uint8_t c2[16] = {1, F, F, F, 5, F, F, F, 9, 10, 11, 12, 13, 14, 15, 16};
     CHECK_BYTES(img, c2, 16);
+    /* scaled: M = 10 (100 pixels) at scale 0.01 is TranslateX by one pixel, and M = 1.5 at
+     * scale 0.5 a Cutout pad of int(3.0) = 3 */
+    ramp4(img);
+    ra_apply_scaled(img, 4, 4, 1, RA_TRANSLATE_X, 10, 0.01f, 1, 0, 0, tmp);
+    CHECK_BYTES(img, tx, 16);
+    ramp4(img);
+    ra_apply_scaled(img, 4, 4, 1, RA_CUTOUT, 1.5f, 0.5f, 1, 3, 0, tmp); /* rows [0,4), cols [0,3) */
+    const uint8_t c3[16] = {F, F, F, 4, F, F, F, 8, F, F, F, 12, F, F, F, 16};
+    CHECK_BYTES(img, c3, 16);
     for (int i = 0; i < 16; i++) img[i * 3] = img[i * 3 + 1] = img[i * 3 + 2] = (uint8_t)(i + 1);
     ra_cutout(img, 4, 4, 3, 3, 3, 2); /* rows [1,4), cols [1,4) */
     bad = 0;
@@ -645,10 +665,39 @@ static void test_aug_image(void)
         static uint8_t u[N], t[N];
         aug_resize_bilinear(big, SH, SW, 3, y0, x0, ch, cw, r, OUT, OUT, flip);
         for (int i = 0; i < N; i++) u[i] = r[i] <= 0 ? 0 : (r[i] >= 255 ? 255 : (uint8_t)r[i]);
-        ra_randaugment(u, OUT, OUT, 3, 2, 9, key, (uint64_t)3 << 32, t);
+        ra_randaugment(u, OUT, OUT, 3, 2, 9, 1.0f, key, (uint64_t)3 << 32, t);
         bad = 0;
         for (int i = 0; i < N; i++) bad += fabsf(a[i] - (u[i] / 127.5f - 1.0f)) > 1e-5f;
         CHECK_EQ_INT(bad, 0);
+        /* randaug_ref_size: the same draws with the pixel amounts scaled by OUT / ref; a reference
+         * equal to the output size is the official pipeline */
+        aug_config rc = cfg;
+        rc.randaug_ref_size = 4 * OUT;
+        CHECK_EQ_INT(aug_image(big, SH, SW, 3, &rc, 11, 1234, c, scratch, &e), ENV2_OK);
+        aug_resize_bilinear(big, SH, SW, 3, y0, x0, ch, cw, r, OUT, OUT, flip);
+        for (int i = 0; i < N; i++) u[i] = r[i] <= 0 ? 0 : (r[i] >= 255 ? 255 : (uint8_t)r[i]);
+        ra_randaugment(u, OUT, OUT, 3, 2, 9, 0.25f, key, (uint64_t)3 << 32, t);
+        bad = 0;
+        for (int i = 0; i < N; i++) bad += fabsf(c[i] - (u[i] / 127.5f - 1.0f)) > 1e-5f;
+        CHECK_EQ_INT(bad, 0);
+        rc.randaug_ref_size = OUT;
+        CHECK_EQ_INT(aug_image(big, SH, SW, 3, &rc, 11, 1234, c, scratch, &e), ENV2_OK);
+        CHECK(all_equal_f(a, c, N));
+    }
+    /* over many samples, a 224 px reference changes some 24 px images (Translate and Cutout
+     * drawn) and leaves the rest bit-identical */
+    {
+        aug_config rc = cfg;
+        rc.randaug_ref_size = 224;
+        int same = 0, diff = 0;
+        for (uint64_t k = 0; k < 64; k++) {
+            CHECK_EQ_INT(aug_image(big, SH, SW, 3, &cfg, 7, k, a, scratch, &e), ENV2_OK);
+            CHECK_EQ_INT(aug_image(big, SH, SW, 3, &rc, 7, k, b, scratch, &e), ENV2_OK);
+            if (all_equal_f(a, b, N)) same++;
+            else diff++;
+        }
+        /* P(no Translate/Cutout in 2 layers) = (13/16)^2 = 0.66 */
+        CHECK_MSG(same > 20 && diff > 8, "same %d diff %d", same, diff);
     }
     /* one RandAugment layer at M = 0.1 on a 4x4 ramp: TranslateX moves one pixel left or
      * right with equal probability (random sign); each outcome expected 4000/32 = 125 times */
@@ -660,7 +709,7 @@ static void test_aug_image(void)
         uint8_t im[16], tm[16];
         for (uint64_t k = 0; k < 4000; k++) {
             ramp4(im);
-            ra_randaugment(im, 4, 4, 1, 1, 0.1f, k, 0, tm);
+            ra_randaugment(im, 4, 4, 1, 1, 0.1f, 1.0f, k, 0, tm);
             nl += memcmp(im, left, 16) == 0;
             nr += memcmp(im, right, 16) == 0;
         }
@@ -736,6 +785,11 @@ static void test_errors(void)
     bad = cfg;
     bad.randaug_layers = -1;
     CHECK_EQ_INT(aug_image(src, 16, 16, 3, &bad, 0, 0, dst, NULL, &e), ENV2_E_INVALID_ARG);
+    CHECK_MSG(strstr(e.msg, "randaug_layers") != NULL, "%s", e.msg);
+    bad = cfg;
+    bad.randaug_ref_size = -3;
+    CHECK_EQ_INT(aug_image(src, 16, 16, 3, &bad, 0, 0, dst, NULL, &e), ENV2_E_INVALID_ARG);
+    CHECK_MSG(strstr(e.msg, "randaug_ref_size") != NULL, "%s", e.msg);
     bad = cfg;
     bad.std[1] = 0;
     CHECK_EQ_INT(aug_image(src, 16, 16, 3, &bad, 0, 0, dst, NULL, &e), ENV2_E_INVALID_ARG);

@@ -1026,6 +1026,19 @@ static void test_commands(void)
     free(ma);
     snprintf(p1, sizeof p1, "%s/model.safetensors", a);
     CHECK(file_size(p1) > 0);
+    /* RandAugment amounts relative to a 224 px reference: a different run (Translate moves
+     * 12 px images by ~2 pixels instead of 40), same length; a negative reference is a usage error */
+    snprintf(p2, sizeof p2, "%s/run_r", tmpdir);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --randaug-ref-size 224", common, data, p2), 0);
+    {
+        char mr[600];
+        snprintf(mr, sizeof mr, "%s/run_r/model.safetensors", tmpdir);
+        CHECK(file_size(mr) > 0 && !same_file(p1, mr));
+        snprintf(mr, sizeof mr, "%s/run_r/metrics.jsonl", tmpdir);
+        CHECK_EQ_INT(count_lines(mr), 3);
+    }
+    snprintf(p2, sizeof p2, "%s/run_r2", tmpdir);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --randaug-ref-size -1", common, data, p2), 2);
     /* a second run into the same directory is refused */
     CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s", common, data, a), 1);
     /* so is resuming a finished run */

@@ -181,6 +181,7 @@ typedef struct train_cfg {
     int stages, size_start, size_end, size_multiple;
     double randaug_start, randaug_end, mixup_start, mixup_end, cutmix_start, cutmix_end, dropout_start, dropout_end;
     double crop_area_min;
+    int randaug_ref_size;
     int no_flip;
     int val_split;
     int threads;
@@ -244,6 +245,7 @@ static const topt topts[] = {
     OPT("dropout-start", T_DBL, dropout_start, F_RUN | F_SCHED, 0, 0.999999),
     OPT("dropout-end", T_DBL, dropout_end, F_RUN | F_SCHED, 0, 0.999999),
     OPT("crop-area-min", T_DBL, crop_area_min, F_RUN, 1e-6, 1),
+    OPT("randaug-ref-size", T_INT, randaug_ref_size, F_RUN, 0, 65536),
     OPT("no-flip", T_FLAG, no_flip, F_RUN, 0, 0),
     OPT("val-split", T_INT, val_split, F_RUN, 0, 2147483647.0),
     OPT("threads", T_INT, threads, F_KEEP, 0, 1024),
@@ -815,7 +817,8 @@ static const char *train_usage =
     "        --ema-restart (restart the EMA at each stage)\n"
     "stages: --progressive PRESET|linear|off  --stages M  --size-start S --size-end S  --size-multiple N\n"
     "        --randaug-start M --randaug-end M  --mixup-start A --mixup-end A  --cutmix-start A --cutmix-end A\n"
-    "        --dropout-start P --dropout-end P\n"
+    "        --dropout-start P --dropout-end P  --randaug-ref-size S (Translate/Cutout pixels scaled by size/S;\n"
+    "        default 0: the official absolute pixels)\n"
     "run:    --out DIR (env2-run)  --resume  --overwrite  --seed S  --threads N  --eval-size S  --eval-stage-size\n"
     "        --eval-max N  --max-steps N (per epoch)  --quiet  --no-prefetch  --stop-after STEP (acts as Ctrl-C there)\n"
     "PRESET: paper-s|paper-m|paper-l|official-s|official-m|official-l|official-xl.  See docs/TRAINING.md.\n";
@@ -970,6 +973,7 @@ static int run_training(run *r, run_state *s, int fresh_metrics, int tty)
             return runtime_err("train", "setting drop-path", env2_trainer_last_error(r->tr));
         dc.size = size;
         dc.randaug_magnitude = ra;
+        dc.randaug_ref_size = c->randaug_ref_size;
         dc.mixup_alpha = mix;
         dc.cutmix_alpha = cut;
         st = batcher_begin(r->bt, &dc, ep, s->batch, &e);

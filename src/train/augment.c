@@ -192,6 +192,9 @@ static env2_status check_config(const aug_config *cfg, int c, env2_err *e)
     if (!(cfg->randaug_magnitude >= 0.0f && cfg->randaug_magnitude <= RA_MAX_MAGNITUDE))
         return env2_fail(e, ENV2_E_INVALID_ARG, "aug_image: randaug_magnitude %g outside [0, 30]",
                          (double)cfg->randaug_magnitude);
+    if (cfg->randaug_ref_size < 0 || cfg->randaug_ref_size > 65536)
+        return env2_fail(e, ENV2_E_INVALID_ARG, "aug_image: randaug_ref_size %d outside [0, 65536]",
+                         cfg->randaug_ref_size);
     return ENV2_OK;
 }
 
@@ -245,7 +248,9 @@ env2_status aug_image(const uint8_t *src, int h, int w, int c, const aug_config 
         float v = dst[i];
         img[i] = v <= 0.0f ? 0 : (v >= 255.0f ? 255 : (uint8_t)v);
     }
-    ra_randaugment(img, oh, ow, c, cfg->randaug_layers, cfg->randaug_magnitude, key, PART(PART_RANDAUG), tmp);
+    float px_scale = cfg->randaug_ref_size > 0 ? (float)(oh < ow ? oh : ow) / (float)cfg->randaug_ref_size : 1.0f;
+    ra_randaugment(img, oh, ow, c, cfg->randaug_layers, cfg->randaug_magnitude, px_scale, key, PART(PART_RANDAUG),
+                   tmp);
     if (c == 1) {
         float lut[256];
         for (int v = 0; v < 256; v++) lut[v] = (float)v * scale[0] + shift[0];

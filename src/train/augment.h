@@ -20,6 +20,8 @@ typedef struct aug_config {
     int hflip;                    /* 1: random horizontal flip with p = 0.5 */
     int randaug_layers;           /* RandAugment N, default 2 */
     float randaug_magnitude;      /* RandAugment M (0..30); 0 = RandAugment off */
+    int randaug_ref_size;         /* 0: Translate and Cutout in the official absolute pixels; > 0: those
+                                     amounts scaled by min(out_h, out_w) / randaug_ref_size */
     float mean[4], std[4];        /* per-channel normalization: out = (pixel/255 - mean) / std */
 } aug_config;
 
@@ -95,19 +97,27 @@ const char *ra_op_name(int op);
  * side (Cutout); 0 for ops without an argument. */
 double ra_op_arg(int op, float magnitude);
 
+/* ra_op_arg with the pixel amounts of Translate and Cutout multiplied by
+ * px_scale (Cutout: truncated after scaling); px_scale = 1 is ra_op_arg. */
+double ra_op_arg_scaled(int op, float magnitude, float px_scale);
+
 /* Applies one op in place to img [h][w][c] (c = 1 or 3) with the argument
  * ra_op_arg(op, magnitude); sign (+1 / -1) is the random sign of Rotate,
  * Shear and Translate; (cut_y, cut_x) is the Cutout centre.  tmp: h*w*c bytes
  * of scratch (used by geometric ops and Sharpness). */
 void ra_apply(uint8_t *img, int h, int w, int c, int op, float magnitude, int sign, int cut_y, int cut_x,
               uint8_t *tmp);
+/* ra_apply with the argument ra_op_arg_scaled(op, magnitude, px_scale). */
+void ra_apply_scaled(uint8_t *img, int h, int w, int c, int op, float magnitude, float px_scale, int sign, int cut_y,
+                     int cut_x, uint8_t *tmp);
 
 /* RandAugment: `layers` times, an op drawn uniformly from the 16 (repeats
- * allowed), always applied at the fixed magnitude.  The draws come from
+ * allowed), always applied at the fixed magnitude, Translate and Cutout
+ * amounts multiplied by px_scale (1: official).  The draws come from
  * env2_rng(key, ENV2_STREAM_AUGMENT, base + 4*layer + {0: op, 1: sign,
  * 2: cutout row, 3: cutout column}). */
-void ra_randaugment(uint8_t *img, int h, int w, int c, int layers, float magnitude, uint64_t key, uint64_t base,
-                    uint8_t *tmp);
+void ra_randaugment(uint8_t *img, int h, int w, int c, int layers, float magnitude, float px_scale, uint64_t key,
+                    uint64_t base, uint8_t *tmp);
 
 /* The individual ops with explicit arguments.  n = h*w*c where only the
  * element count matters. */

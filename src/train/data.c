@@ -539,6 +539,7 @@ static void make_aug_config(const env2_dataset *d, const data_config *cfg, aug_c
         a->area_max = 1.0f;
         a->hflip = cfg->hflip ? 1 : 0;
         a->randaug_magnitude = cfg->randaug_magnitude;
+        a->randaug_ref_size = cfg->randaug_ref_size;
     } else {
         a->random_crop = 0;
         a->hflip = 0;
@@ -558,6 +559,9 @@ static env2_status check_config(const env2_dataset *d, const data_config *cfg, e
     if (cfg->randaug_magnitude < 0 || cfg->randaug_magnitude > 30)
         return env2_fail(e, ENV2_E_INVALID_ARG, "RandAugment magnitude %g must be 0..30",
                          (double)cfg->randaug_magnitude);
+    if (cfg->randaug_ref_size < 0 || cfg->randaug_ref_size > 65536)
+        return env2_fail(e, ENV2_E_INVALID_ARG, "RandAugment reference size %d must be 0..65536",
+                         cfg->randaug_ref_size);
     if (cfg->mixup_alpha < 0 || cfg->cutmix_alpha < 0)
         return env2_fail(e, ENV2_E_INVALID_ARG, "Mixup/CutMix alpha must be >= 0");
     if (cfg->train && cfg->batch_size > d->n)

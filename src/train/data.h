@@ -91,6 +91,7 @@ typedef struct data_config {
     float area_min;         /* random-resized crop: smallest area fraction (0, 1] */
     int hflip;              /* training: random horizontal flip */
     float randaug_magnitude;/* 0 = off */
+    int randaug_ref_size;   /* 0: official pixel amounts; > 0: Translate/Cutout scaled by size / this */
     float mixup_alpha;      /* 0 = off */
     float cutmix_alpha;     /* 0 = off */
     int64_t max_batches;    /* > 0: an epoch has at most this many batches */

@@ -31,8 +31,14 @@ uint8_t ra_blend(uint8_t a, uint8_t b, float f)
     return clip_trunc((float)a + f * ((float)b - (float)a));
 }
 
-double ra_op_arg(int op, float magnitude)
+double ra_op_arg(int op, float magnitude) { return ra_op_arg_scaled(op, magnitude, 1.0f); }
+
+double ra_op_arg_scaled(int op, float magnitude, float px_scale)
 {
+    /* the official amounts are pixels of a 224-600 px image: 100 per unit
+     * level for Translate, a 2 x 40 square for Cutout.  Scaling them keeps
+     * the op's share of a small image what it is on a large one. */
+    double px = px_scale > 0.0f ? (double)px_scale : 1.0; /* NaN, <= 0 -> official */
     double m = magnitude > 0.0f ? (double)magnitude : 0.0; /* NaN -> 0 */
     if (m > RA_MAX_MAGNITUDE) m = RA_MAX_MAGNITUDE;
     double level = m / 10.0; /* level / _MAX_LEVEL, in Python's order of operations */
@@ -53,8 +59,8 @@ double ra_op_arg(int op, float magnitude)
     case RA_SHEAR_X:
     case RA_SHEAR_Y: return level * 0.3;
     case RA_TRANSLATE_X:
-    case RA_TRANSLATE_Y: return level * 100.0;
-    case RA_CUTOUT: return (double)(int)(level * 40.0);
+    case RA_TRANSLATE_Y: return level * 100.0 * px;
+    case RA_CUTOUT: return (double)(int)(level * 40.0 * px);
     default: return 0.0;
     }
 }
@@ -265,7 +271,13 @@ void ra_cutout(uint8_t *img, int h, int w, int c, int cy, int cx, int pad)
 void ra_apply(uint8_t *img, int h, int w, int c, int op, float magnitude, int sign, int cut_y, int cut_x,
               uint8_t *tmp)
 {
-    double arg = ra_op_arg(op, magnitude);
+    ra_apply_scaled(img, h, w, c, op, magnitude, 1.0f, sign, cut_y, cut_x, tmp);
+}
+
+void ra_apply_scaled(uint8_t *img, int h, int w, int c, int op, float magnitude, float px_scale, int sign, int cut_y,
+                     int cut_x, uint8_t *tmp)
+{
+    double arg = ra_op_arg_scaled(op, magnitude, px_scale);
     float sarg = (float)(sign < 0 ? -arg : arg);
     size_t n = (size_t)h * (size_t)w * (size_t)c;
     switch (op) {
@@ -289,8 +301,8 @@ void ra_apply(uint8_t *img, int h, int w, int c, int op, float magnitude, int si
     }
 }
 
-void ra_randaugment(uint8_t *img, int h, int w, int c, int layers, float magnitude, uint64_t key, uint64_t base,
-                    uint8_t *tmp)
+void ra_randaugment(uint8_t *img, int h, int w, int c, int layers, float magnitude, float px_scale, uint64_t key,
+                    uint64_t base, uint8_t *tmp)
 {
     for (int l = 0; l < layers; l++) {
         uint64_t k = base + 4u * (uint64_t)l;
@@ -299,6 +311,6 @@ void ra_randaugment(uint8_t *img, int h, int w, int c, int layers, float magnitu
         int sign = env2_rng_uniform(key, ENV2_STREAM_AUGMENT, k + 1) >= 0.5f ? 1 : -1;
         int cy = (int)env2_rng_below(key, ENV2_STREAM_AUGMENT, k + 2, (uint32_t)h);
         int cx = (int)env2_rng_below(key, ENV2_STREAM_AUGMENT, k + 3, (uint32_t)w);
-        ra_apply(img, h, w, c, op, magnitude, sign, cy, cx, tmp);
+        ra_apply_scaled(img, h, w, c, op, magnitude, px_scale, sign, cy, cx, tmp);
     }
 }
