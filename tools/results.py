@@ -15,7 +15,7 @@ Runs (each an `env2 train` with the recipe plus):
 --jobs J runs J trainings at a time with 2/J threads each (pairs share the machine evenly, so
 wall times within one batch compare fairly); a run left alone in the last batch gets 2 threads.  A run whose metrics.jsonl already has every epoch
 and whose command.txt records the same command is not repeated (delete its directory to redo it).  Prints a markdown table of final accuracy
-and wall time (mean over seeds), copies every finished run's metrics.jsonl and command into --keep
+and wall time (mean over seeds) and one of every run's test top-1 per epoch, copies every finished run's metrics.jsonl and command into --keep
 (docs/results/NAME.jsonl and NAME.cmd) and draws the accuracy-vs-time and accuracy-vs-epoch plots
 with tools/plot_metrics.py.
 Standard library only.
@@ -183,6 +183,19 @@ def main():
             titles[key], ", ".join(n.rsplit("_s", 1)[1] for n, _, _ in g),
             ", ".join("%.2f %%" % (100 * x) for x in accs), 100 * statistics.mean(accs),
             ", ".join("%.0f s" % w for w in walls), "%.0f s" % statistics.mean(walls)))
+    # the per-epoch table of docs/RESULTS.md: test top-1 (%) of every finished run
+    done = [c.rsplit(":", 1) for c in curves]
+    if done:
+        table = {n: read_metrics(p) for p, n in done}
+        print("\n| epoch | " + " | ".join(n for _, n in done) + " |")
+        print("|---" * (len(done) + 1) + "|")
+        for ep in range(1, max(len(r) for r in table.values()) + 1):
+            cells = []
+            for _, n in done:
+                r = table[n]
+                cells.append("%.2f (%d px)" % (100 * r[ep - 1]["test_acc"], r[ep - 1].get("eval_size", r[ep - 1].get("size", 0)))
+                             if ep <= len(r) else "")
+            print("| %d | %s |" % (ep, " | ".join(cells)))
     for x, out in (("wall_s", a.plot), ("epoch", a.plot_epoch)):
         if curves and out:
             cmd = [sys.executable, os.path.join(HERE, "plot_metrics.py"), "--out", out, "--x", x, "--y",
