@@ -564,6 +564,28 @@ static int all_equal_f(const float *a, const float *b, size_t n)
     return memcmp(a, b, n * sizeof *a) == 0;
 }
 
+
+/* aug_image's RandAugment pipeline rebuilt from its documented steps (crop box and flip given,
+ * RandAugment(2, 9) with the pixel amounts times px_scale, normalization to pixel / 127.5 - 1):
+ * the number of the out x out x 3 values of got that differ. */
+static int pipeline_mismatches(const uint8_t *src, int h, int w, int y0, int x0, int ch, int cw, int flip, int out,
+                               float px_scale, uint64_t key, const float *got)
+{
+    int n = out * out * 3, bad = 0;
+    float *r = malloc((size_t)n * sizeof *r);
+    uint8_t *u = malloc((size_t)n), *t = malloc((size_t)n);
+    if (!r || !u || !t) {
+        free(r), free(u), free(t);
+        return -1;
+    }
+    aug_resize_bilinear(src, h, w, 3, y0, x0, ch, cw, r, out, out, flip);
+    for (int i = 0; i < n; i++) u[i] = r[i] <= 0 ? 0 : (r[i] >= 255 ? 255 : (uint8_t)r[i]);
+    ra_randaugment(u, out, out, 3, 2, 9, px_scale, key, (uint64_t)3 << 32, t);
+    for (int i = 0; i < n; i++) bad += fabsf(got[i] - (u[i] / 127.5f - 1.0f)) > 1e-5f;
+    free(r), free(u), free(t);
+    return bad;
+}
+
 static void test_aug_image(void)
 {
     env2_err e = {{0}};
@@ -661,25 +683,13 @@ static void test_aug_image(void)
         int y0, x0, ch, cw;
         aug_sample_crop(SH, SW, &cfg, 11, 1234, &y0, &x0, &ch, &cw);
         int flip = env2_rng_uniform(key, ENV2_STREAM_AUGMENT, (uint64_t)2 << 32) < 0.5f;
-        static float r[N];
-        static uint8_t u[N], t[N];
-        aug_resize_bilinear(big, SH, SW, 3, y0, x0, ch, cw, r, OUT, OUT, flip);
-        for (int i = 0; i < N; i++) u[i] = r[i] <= 0 ? 0 : (r[i] >= 255 ? 255 : (uint8_t)r[i]);
-        ra_randaugment(u, OUT, OUT, 3, 2, 9, 1.0f, key, (uint64_t)3 << 32, t);
-        bad = 0;
-        for (int i = 0; i < N; i++) bad += fabsf(a[i] - (u[i] / 127.5f - 1.0f)) > 1e-5f;
-        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(pipeline_mismatches(big, SH, SW, y0, x0, ch, cw, flip, OUT, 1.0f, key, a), 0);
         /* randaug_ref_size: the same draws with the pixel amounts scaled by OUT / ref; a reference
          * equal to the output size is the official pipeline */
         aug_config rc = cfg;
         rc.randaug_ref_size = 4 * OUT;
         CHECK_EQ_INT(aug_image(big, SH, SW, 3, &rc, 11, 1234, c, scratch, &e), ENV2_OK);
-        aug_resize_bilinear(big, SH, SW, 3, y0, x0, ch, cw, r, OUT, OUT, flip);
-        for (int i = 0; i < N; i++) u[i] = r[i] <= 0 ? 0 : (r[i] >= 255 ? 255 : (uint8_t)r[i]);
-        ra_randaugment(u, OUT, OUT, 3, 2, 9, 0.25f, key, (uint64_t)3 << 32, t);
-        bad = 0;
-        for (int i = 0; i < N; i++) bad += fabsf(c[i] - (u[i] / 127.5f - 1.0f)) > 1e-5f;
-        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(pipeline_mismatches(big, SH, SW, y0, x0, ch, cw, flip, OUT, 0.25f, key, c), 0);
         rc.randaug_ref_size = OUT;
         CHECK_EQ_INT(aug_image(big, SH, SW, 3, &rc, 11, 1234, c, scratch, &e), ENV2_OK);
         CHECK(all_equal_f(a, c, N));

@@ -15,7 +15,7 @@ Runs (each an `env2 train` with the recipe plus):
 --jobs J runs J trainings at a time with 2/J threads each (pairs share the machine evenly, so
 wall times within one batch compare fairly); a run left alone in the last batch gets 2 threads.  A run whose metrics.jsonl already has every epoch
 and whose command.txt records the same command is not repeated (delete its directory to redo it).  Prints a markdown table of final accuracy
-and wall time (mean over seeds) and one of every run's test top-1 per epoch, copies every finished run's metrics.jsonl and command into --keep
+and wall time (mean over seeds) and a table of every run's test top-1 per epoch, copies every finished run's metrics.jsonl and command into --keep
 (docs/results/NAME.jsonl and NAME.cmd) and draws the accuracy-vs-time and accuracy-vs-epoch plots
 with tools/plot_metrics.py.
 Standard library only.
@@ -153,6 +153,7 @@ def main():
     # summary
     groups = {}
     curves = []
+    finished = []  # (name, per-epoch records)
     for name, argv in runs:
         recs = read_metrics(os.path.join(a.out, name, "metrics.jsonl"))
         if len(recs) < run_epochs.get(name, epochs) or recorded_command(os.path.join(a.out, name)) != shlex.join(argv):
@@ -160,6 +161,7 @@ def main():
         last = recs[-1]
         groups.setdefault(name.rsplit("_s", 1)[0], []).append((name, last["test_acc"], last["wall_s"]))
         curves.append(os.path.join(a.out, name, "metrics.jsonl") + ":" + name)
+        finished.append((name, recs))
         if a.keep:
             # run directories are scratch (checkpoints, logs); the per-epoch
             # records are small and are what the documented tables come from
@@ -184,17 +186,12 @@ def main():
             ", ".join("%.2f %%" % (100 * x) for x in accs), 100 * statistics.mean(accs),
             ", ".join("%.0f s" % w for w in walls), "%.0f s" % statistics.mean(walls)))
     # the per-epoch table of docs/RESULTS.md: test top-1 (%) of every finished run
-    done = [c.rsplit(":", 1) for c in curves]
-    if done:
-        table = {n: read_metrics(p) for p, n in done}
-        print("\n| epoch | " + " | ".join(n for _, n in done) + " |")
-        print("|---" * (len(done) + 1) + "|")
-        for ep in range(1, max(len(r) for r in table.values()) + 1):
-            cells = []
-            for _, n in done:
-                r = table[n]
-                cells.append("%.2f (%d px)" % (100 * r[ep - 1]["test_acc"], r[ep - 1].get("eval_size", r[ep - 1].get("size", 0)))
-                             if ep <= len(r) else "")
+    if finished:
+        print("\n| epoch | " + " | ".join(n for n, _ in finished) + " |")
+        print("|---" * (len(finished) + 1) + "|")
+        for ep in range(1, max(len(r) for _, r in finished) + 1):
+            cells = ["%.2f (%d px)" % (100 * r[ep - 1]["test_acc"], r[ep - 1].get("eval_size", r[ep - 1].get("size", 0)))
+                     if ep <= len(r) else "" for _, r in finished]
             print("| %d | %s |" % (ep, " | ".join(cells)))
     for x, out in (("wall_s", a.plot), ("epoch", a.plot_epoch)):
         if curves and out:
