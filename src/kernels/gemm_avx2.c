@@ -75,7 +75,6 @@ static void write_tile(const k_ukr_args *a, const float *tile, int nv)
 
 K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
 {
-    _Alignas(32) float tile[MR * NR];
     ROWS(DECL)
     /* C rows are touched only after the kc loop: fetch them now. */
 #define PREFETCH_C(r)                                                                                               \
@@ -119,6 +118,19 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
 #undef FMA_COL
     }
     (void)c0b; (void)c1b; (void)c2b; (void)c3b; (void)c4b; (void)c5b;
+    /* A full tile (the common case) is finished straight from the
+     * accumulators; with small kc (1x1 convolutions with K = 24..96) the
+     * round trip through the stack tile was a sizeable share of the call.
+     * Same finish() on the same values, so the same bits. */
+    if (a->mr == MR && a->nr == nv * 8) {
+        float *C = a->C;
+        const long ldc = a->ldc;
+#define DIRECT(r)                                                                                                       {                                                                                                                       float *c = C + r * ldc;                                                                                             _mm256_storeu_ps(c, finish(a, c##r##a, c, r, 0, 8));                                                                if (nv == 2) _mm256_storeu_ps(c + 8, finish(a, c##r##b, c + 8, r, 8, 8));                                      }
+        ROWS(DIRECT)
+#undef DIRECT
+        return;
+    }
+    _Alignas(32) float tile[MR * NR];
     ROWS(STORE)
     write_tile(a, tile, nv);
 }
