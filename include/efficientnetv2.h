@@ -329,6 +329,13 @@ typedef struct env2_trainer_options {
     float ema_decay;          /**< EMA of weights and BN statistics, decay
                                    min(ema_decay, (1+t)/(10+t)); 0 = off (default) */
     uint64_t seed;            /**< dropout and drop-path randomness; default 0 */
+    int32_t keep_activations; /**< what backward reads layer outputs from.  0: recomputes each
+                                   convolution's act(BN(z)) and each squeeze-excite output from
+                                   what forward stored (least memory); 1: forward keeps every
+                                   output (about one more activation-sized buffer per layer, fewer
+                                   passes over memory, faster); -1 (default): 1 when that adds at
+                                   most 256 MiB to the workspace at the step's (n, h, w), else 0.
+                                   Results are bit-identical either way.  Since 0.1. */
 } env2_trainer_options;
 
 /** Fills *opts with the defaults listed above.  Since 0.1. */

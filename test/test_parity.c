@@ -171,52 +171,65 @@ static void check_grads(env2_model *m)
     int32_t *labels = malloc((size_t)n * sizeof(int32_t));
     for (int i = 0; i < n; i++) labels[i] = (int32_t)lf[i];
     env2_trainer_options to;
-    env2_trainer_options_init(&to);
-    to.label_smoothing = 0.1f;
     env2_trainer *t = NULL;
-    CHECK_EQ_INT(env2_trainer_create(&t, m, &to), ENV2_OK);
     int64_t np = env2_model_num_params(m);
-    float *g = malloc((size_t)np * sizeof(float)), loss = 0;
-    CHECK_EQ_INT(env2_trainer_gradients(t, x, n, h, w, ENV2_LAYOUT_NCHW, labels, NULL, &loss, g), ENV2_OK);
-    CHECK_MSG(fabs(loss - rloss[0]) <= 1e-5 * fabs(rloss[0]) + 1e-6, "%s: loss %.8f vs torch %.8f", fixture, loss, rloss[0]);
-    /* gradients come in state-dict order of the trainable tensors */
-    const float *p = g;
-    double gscale = grad_scale();
-    int checked = 0;
-    double worst = 0;
-    char worst_name[128] = "";
-    /* the fixture's state dict is in torchvision order, which is also the
-     * order of env2_trainer_gradients */
-    for (int i = 0; i < F.count; i++) {
-        const st_tensor *ft = &F.tensors[i];
-        const char *nm = ft->name;
-        if (strncmp(nm, "features.", 9) && strncmp(nm, "classifier.", 11)) continue;
-        size_t L = strlen(nm);
-        if ((L > 12 && !strcmp(nm + L - 12, "running_mean")) || (L > 11 && !strcmp(nm + L - 11, "running_var")) ||
-            (L > 19 && !strcmp(nm + L - 19, "num_batches_tracked")))
-            continue;
-        char gname[160];
-        snprintf(gname, sizeof gname, "grad.%s", nm);
-        int64_t cnt;
-        float *ref = get(gname, &cnt);
-        if (!ref) {
-            CHECK_MSG(0, "%s: missing %s", fixture, gname);
-            p += st_numel(ft);
-            continue;
+    float *g = malloc((size_t)np * sizeof(float)), *g_kept = malloc((size_t)np * sizeof(float)), loss = 0;
+    /* backward reading recomputed layer outputs (keep_activations 0) against
+     * torch; then kept ones (1), which must give the same bits */
+    for (int keep = 0; keep <= 1; keep++) {
+        env2_trainer_options_init(&to);
+        to.label_smoothing = 0.1f;
+        to.keep_activations = keep;
+        CHECK_EQ_INT(env2_trainer_create(&t, m, &to), ENV2_OK);
+        CHECK_EQ_INT(env2_trainer_gradients(t, x, n, h, w, ENV2_LAYOUT_NCHW, labels, NULL, &loss, keep ? g_kept : g),
+                     ENV2_OK);
+        if (keep) {
+            CHECK_MSG(memcmp(g, g_kept, (size_t)np * sizeof(float)) == 0,
+                      "%s: gradients with kept activations differ from recomputed ones", fixture);
+            env2_trainer_destroy(t);
+            break;
         }
-        double rel = rel_to_floor(p, ref, cnt, gscale);
-        if (rel > worst) {
-            worst = rel;
-            snprintf(worst_name, sizeof worst_name, "%s", nm);
+        CHECK_MSG(fabs(loss - rloss[0]) <= 1e-5 * fabs(rloss[0]) + 1e-6, "%s: loss %.8f vs torch %.8f", fixture, loss, rloss[0]);
+        /* gradients come in state-dict order of the trainable tensors */
+        const float *p = g;
+        double gscale = grad_scale();
+        int checked = 0;
+        double worst = 0;
+        char worst_name[128] = "";
+        /* the fixture's state dict is in torchvision order, which is also the
+         * order of env2_trainer_gradients */
+        for (int i = 0; i < F.count; i++) {
+            const st_tensor *ft = &F.tensors[i];
+            const char *nm = ft->name;
+            if (strncmp(nm, "features.", 9) && strncmp(nm, "classifier.", 11)) continue;
+            size_t L = strlen(nm);
+            if ((L > 12 && !strcmp(nm + L - 12, "running_mean")) || (L > 11 && !strcmp(nm + L - 11, "running_var")) ||
+                (L > 19 && !strcmp(nm + L - 19, "num_batches_tracked")))
+                continue;
+            char gname[160];
+            snprintf(gname, sizeof gname, "grad.%s", nm);
+            int64_t cnt;
+            float *ref = get(gname, &cnt);
+            if (!ref) {
+                CHECK_MSG(0, "%s: missing %s", fixture, gname);
+                p += st_numel(ft);
+                continue;
+            }
+            double rel = rel_to_floor(p, ref, cnt, gscale);
+            if (rel > worst) {
+                worst = rel;
+                snprintf(worst_name, sizeof worst_name, "%s", nm);
+            }
+            checked++;
+            p += cnt;
+            free(ref);
         }
-        checked++;
-        p += cnt;
-        free(ref);
+        CHECK_MSG(p - g == np, "%s: gradient count %lld vs %lld", fixture, (long long)(p - g), (long long)np);
+        CHECK_MSG(worst <= 1e-4, "%s: worst gradient %s off by %.3g of its max", fixture, worst_name, worst);
+        CHECK(checked > 10);
+        env2_trainer_destroy(t);
     }
-    CHECK_MSG(p - g == np, "%s: gradient count %lld vs %lld", fixture, (long long)(p - g), (long long)np);
-    CHECK_MSG(worst <= 1e-4, "%s: worst gradient %s off by %.3g of its max", fixture, worst_name, worst);
-    CHECK(checked > 10);
-    env2_trainer_destroy(t);
+    free(g_kept);
 
     /* BN running statistics after one training forward (momentum 0.1,
      * unbiased batch variance): a step with learning rate 0 moves only them */

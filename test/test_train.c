@@ -362,6 +362,56 @@ static void check_ema_restart(void)
     env2_model_destroy(m3);
 }
 
+/* keep_activations: backward reading kept layer outputs gives the same bits
+ * as recomputing them, at 1 and 2 threads and across size changes; the auto
+ * setting keeps them for a small model; the workspace reflects the choice. */
+static void check_keep_activations(void)
+{
+    float *w[3];
+    size_t len[3];
+    static const int keep[3] = {0, 1, -1};
+    size_t ws[3], big[3];
+    for (int i = 0; i < 3; i++) {
+        env2_model *m = mk(i == 1 ? 1 : 2);
+        env2_trainer_options o;
+        env2_trainer_options_init(&o);
+        CHECK_EQ_INT(o.keep_activations, -1);
+        o.optimizer = ENV2_OPT_ADAMW;
+        o.lr = 3e-3f;
+        o.lr_schedule = ENV2_LR_CONSTANT;
+        o.seed = 5;
+        o.keep_activations = keep[i];
+        env2_trainer *t = NULL;
+        CHECK_EQ_INT(env2_trainer_create(&t, m, &o), ENV2_OK);
+        CHECK_EQ_INT(run(t, 0, 6, NULL), 0);
+        CHECK_EQ_INT(env2_trainer_memory_needed(t, N, 24, 24, &ws[i], NULL), ENV2_OK);
+        CHECK_EQ_INT(env2_trainer_memory_needed(t, 64, 512, 512, &big[i], NULL), ENV2_OK); /* only plans */
+        get_weights(m, &w[i], &len[i]);
+        env2_trainer_destroy(t);
+        env2_model_destroy(m);
+    }
+    CHECK(len[0] == len[1] && memcmp(w[0], w[1], len[0]) == 0);
+    CHECK(len[0] == len[2] && memcmp(w[0], w[2], len[0]) == 0);
+    CHECK_MSG(ws[1] > ws[0], "workspace kept %zu, recomputed %zu", ws[1], ws[0]);
+    CHECK_EQ_INT((long long)ws[2], (long long)ws[1]);
+    /* where keeping would add more than 256 MiB, auto recomputes */
+    CHECK_MSG(big[1] > big[0] + ((size_t)256 << 20), "workspace kept %zu, recomputed %zu", big[1], big[0]);
+    CHECK_EQ_INT((long long)big[2], (long long)big[0]);
+    for (int i = 0; i < 3; i++) env2_free(w[i]);
+    /* out of range: refused, naming the field */
+    env2_model *m = mk(1);
+    env2_trainer_options o;
+    env2_trainer_options_init(&o);
+    env2_trainer *t = NULL;
+    o.keep_activations = 2;
+    CHECK_EQ_INT(env2_trainer_create(&t, m, &o), ENV2_E_INVALID_ARG);
+    CHECK(t == NULL);
+    CHECK(strstr(env2_last_error(), "keep_activations") != NULL);
+    o.keep_activations = -2;
+    CHECK_EQ_INT(env2_trainer_create(&t, m, &o), ENV2_E_INVALID_ARG);
+    env2_model_destroy(m);
+}
+
 int main(void)
 {
     check_learning();
@@ -370,5 +420,6 @@ int main(void)
     check_bad_input();
     check_lr_schedule();
     check_no_alloc();
+    check_keep_activations();
     return test_summary();
 }

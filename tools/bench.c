@@ -194,7 +194,7 @@ int cmd_bench(int argc, char **argv)
 {
     const char *arch = NULL;
     int size = 0, batch = 1, threads = 0, runs = 10, warmup = 2, train = 0, classes = 1000, in_ch = 3, profile = 0;
-    int gemm = 0, epilogue = 0, optimizer = ENV2_OPT_SGD;
+    int gemm = 0, epilogue = 0, optimizer = ENV2_OPT_SGD, keep_act = -1;
     float wd = -1, smoothing = -1, dropout = -1, drop_path = -1;
     const char *stem = NULL, *head = NULL;
     for (int i = 1; i < argc; i++) {
@@ -213,6 +213,14 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--label-smoothing") && i + 1 < argc) smoothing = (float)atof(argv[++i]);
         else if (!strcmp(a, "--dropout") && i + 1 < argc) dropout = (float)atof(argv[++i]);
         else if (!strcmp(a, "--drop-path") && i + 1 < argc) drop_path = (float)atof(argv[++i]);
+        else if (!strcmp(a, "--keep-activations") && i + 1 < argc) {
+            const char *k = argv[++i];
+            keep_act = !strcmp(k, "auto") ? -1 : !strcmp(k, "on") ? 1 : !strcmp(k, "off") ? 0 : -2;
+            if (keep_act == -2) {
+                fprintf(stderr, "env2 bench: --keep-activations %s: auto, on or off\n", k);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--optimizer") && i + 1 < argc) {
             const char *o = argv[++i];
             if (!strcmp(o, "sgd")) optimizer = ENV2_OPT_SGD;
@@ -235,7 +243,8 @@ int cmd_bench(int argc, char **argv)
     if ((!arch && !gemm) || runs < 1 || batch < 1 || threads < 0 || size < 0) {
         fprintf(stderr,
                 "usage: env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--warmup W] [--profile]\n"
-                "         [--train [--optimizer sgd|adamw|rmsprop] [--wd X] [--label-smoothing X]]\n"
+                "         [--train [--optimizer sgd|adamw|rmsprop] [--wd X] [--label-smoothing X]\n"
+                "          [--keep-activations auto|on|off]]\n"
                 "         [--classes N] [--in-channels C] [--dropout X] [--drop-path X]\n"
                 "       env2 bench --arch STAGES [--stem C] [--head C] ... (a custom architecture)\n"
                 "       env2 bench --gemm [--size 384] [--batch 1] [--threads T] [--runs R] [--epilogue]\n");
@@ -277,6 +286,7 @@ int cmd_bench(int argc, char **argv)
         to.lr = 1e-3f;
         if (wd >= 0) to.weight_decay = wd;
         if (smoothing >= 0) to.label_smoothing = smoothing;
+        to.keep_activations = keep_act;
         if (env2_trainer_create(&tr, m, &to)) {
             fprintf(stderr, "env2 bench: %s\n", env2_last_error());
             rc = 1;
@@ -309,12 +319,15 @@ int cmd_bench(int argc, char **argv)
     double flops = 2.0 * (double)macs * batch * (train ? 3.0 : 1.0);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    size_t ws = 0;
+    if (train) env2_trainer_memory_needed(tr, batch, size, size, &ws, NULL);
     printf("{\"engine\": \"env2\", \"model\": \"%s\", \"mode\": \"%s\", \"batch\": %d, \"size\": %d, \"threads\": %d, "
            "\"runs\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, \"images_per_s\": %.2f, "
-           "\"gflops\": %.1f, \"params\": %lld, \"peak_rss_mib\": %.1f, \"optimizer\": \"%s\", \"build\": \"%s\"}\n",
+           "\"gflops\": %.1f, \"params\": %lld, \"peak_rss_mib\": %.1f, \"optimizer\": \"%s\", "
+           "\"train_workspace_mib\": %.1f, \"build\": \"%s\"}\n",
            env2_model_arch(m), train ? "train" : "infer", batch, size, env2_model_threads(m), runs, med * 1e3,
            t[0] * 1e3, t[runs - 1] * 1e3, batch / med, flops / med / 1e9, (long long)env2_model_num_params(m),
-           ru.ru_maxrss / 1024.0, train ? opt_name(optimizer) : "", env2_build_info());
+           ru.ru_maxrss / 1024.0, train ? opt_name(optimizer) : "", ws / 1048576.0, env2_build_info());
     if (profile) {
         /* per-family time per run; the remainder is framework overhead */
         double acc = 0;

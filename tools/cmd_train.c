@@ -192,6 +192,7 @@ typedef struct train_cfg {
     long long max_steps, eval_max;
     int quiet, no_prefetch;
     long long stop_after;
+    char keep_activations[8];
 } train_cfg;
 
 enum { T_STR, T_INT, T_LL, T_DBL, T_FLAG };
@@ -260,6 +261,7 @@ static const topt topts[] = {
     OPT("quiet", T_FLAG, quiet, 0, 0, 0),
     OPT("no-prefetch", T_FLAG, no_prefetch, F_KEEP, 0, 0),
     OPT("stop-after", T_LL, stop_after, 0, 1, 9e15),
+    OPT("keep-activations", T_STR, keep_activations, F_KEEP, 0, 0),
 };
 #define NOPTS ((int)(sizeof topts / sizeof topts[0]))
 
@@ -285,6 +287,7 @@ static void cfg_defaults(train_cfg *c)
     c->crop_area_min = 0.25;
     snprintf(c->seed, sizeof c->seed, "0");
     snprintf(c->out, sizeof c->out, "env2-run");
+    snprintf(c->keep_activations, sizeof c->keep_activations, "auto");
 }
 
 static void *field(train_cfg *c, const topt *o) { return (char *)c + o->off; }
@@ -821,6 +824,8 @@ static const char *train_usage =
     "        default 0: the official absolute pixels)\n"
     "run:    --out DIR (env2-run)  --resume  --overwrite  --seed S  --threads N  --eval-size S  --eval-stage-size\n"
     "        --eval-max N  --max-steps N (per epoch)  --quiet  --no-prefetch  --stop-after STEP (acts as Ctrl-C there)\n"
+    "        --keep-activations auto|on|off (keep layer outputs for backward: faster, more memory; auto: when\n"
+    "        that adds at most 256 MiB; results are the same)\n"
     "PRESET: paper-s|paper-m|paper-l|official-s|official-m|official-l|official-xl.  See docs/TRAINING.md.\n";
 
 typedef struct run {
@@ -1208,6 +1213,11 @@ int cmd_train(int argc, char **argv)
         free(user);
         return usage_err("train", "--optimizer must be rmsprop, sgd or adamw (got '%s')", r.c.optimizer);
     }
+    if (strcmp(r.c.keep_activations, "auto") && strcmp(r.c.keep_activations, "on") &&
+        strcmp(r.c.keep_activations, "off")) {
+        free(user);
+        return usage_err("train", "--keep-activations must be auto, on or off (got '%s')", r.c.keep_activations);
+    }
     if (strcmp(r.c.lr_schedule, "exp") && strcmp(r.c.lr_schedule, "cosine") && strcmp(r.c.lr_schedule, "constant")) {
         free(user);
         return usage_err("train", "--lr-schedule must be exp, cosine or constant (got '%s')", r.c.lr_schedule);
@@ -1299,6 +1309,7 @@ int cmd_train(int argc, char **argv)
     to.label_smoothing = (float)r.c.label_smoothing;
     to.ema_decay = (float)r.c.ema;
     to.seed = seed;
+    to.keep_activations = !strcmp(r.c.keep_activations, "on") ? 1 : !strcmp(r.c.keep_activations, "off") ? 0 : -1;
     to.warmup_steps = (int64_t)llround(r.c.warmup_epochs * (double)spe);
     to.total_steps = (int64_t)r.c.epochs * spe;
     to.lr_schedule = !strcmp(r.c.lr_schedule, "cosine") ? ENV2_LR_COSINE

@@ -14,6 +14,7 @@ typedef struct planner {
     float *base;
     size_t off;
     int count;
+    int keep; /* every conv and SE output gets its own slice (no recompute) */
 } planner;
 
 /* A value flowing between nodes: stored (p) or the recomputable output of
@@ -57,8 +58,12 @@ static void plan_conv(planner *p, const convbn *c, int n, int *h, int *w, val *c
     int idx = p->count;
     tnode *nd = node(p);
     float *z = take(p, out), *mean = take(p, c->co), *rstd = take(p, c->co), *varu = take(p, c->co);
-    int buf = 0;
-    while (buf == cur->buf || buf == keep->buf) buf++;
+    float *a = p->keep ? take(p, out) : NULL;
+    int buf = -1;
+    if (!a) {
+        buf = 0;
+        while (buf == cur->buf || buf == keep->buf) buf++;
+    }
     if (nd) {
         nd->type = N_CONV;
         nd->cb = c;
@@ -66,6 +71,7 @@ static void plan_conv(planner *p, const convbn *c, int n, int *h, int *w, val *c
         nd->in = cur->p;
         nd->src = cur->node;
         nd->z = z;
+        nd->a = a;
         nd->abuf = buf;
         nd->mean = mean;
         nd->rstd = rstd;
@@ -80,17 +86,17 @@ static void plan_conv(planner *p, const convbn *c, int n, int *h, int *w, val *c
     }
     *h = sh.ho;
     *w = sh.wo;
-    cur->p = NULL;
-    cur->node = idx;
+    cur->p = a;
+    cur->node = a ? -1 : idx;
     cur->buf = buf;
 }
 
 /* Lays out the whole graph for (n, h, w) at base (or only sizes it when base
  * is NULL) and returns the floats needed. */
-size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
+static size_t plan(env2_trainer *t, int n, int h, int w, float *base, int keep)
 {
     env2_model *m = t->m;
-    planner p = {t, base, 0, 0};
+    planner p = {t, base, 0, 0, keep};
     size_t maxact = 0, maxws = 0, maxse = 0;
     int same = m->padding == ENV2_PAD_SAME;
     float *xin = take(&p, (size_t)n * h * w * m->in_ch);
@@ -114,16 +120,21 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
         plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
         if (!bl->fused && bl->se) {
             /* the output x * gate is recomputed in backward too */
-            int idx = p.count, buf = 0;
+            int idx = p.count, buf = -1;
             tnode *nd = node(&p);
             float *pooled = take(&p, (size_t)n * bl->mid), *hid = take(&p, (size_t)n * bl->se),
                   *gate = take(&p, (size_t)n * bl->mid);
-            while (buf == cur.buf || buf == keep->buf) buf++;
+            float *a = p.keep ? take(&p, (size_t)n * h * w * bl->mid) : NULL;
+            if (!a) {
+                buf = 0;
+                while (buf == cur.buf || buf == keep->buf) buf++;
+            }
             if (nd) {
                 nd->type = N_SE;
                 nd->bl = bl;
                 nd->in = cur.p;
                 nd->src = cur.node;
+                nd->a = a;
                 nd->abuf = buf;
                 nd->pooled = pooled;
                 nd->hid = hid;
@@ -131,8 +142,8 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
             }
             size_t s = k_se_scratch(n, bl->mid, bl->se);
             if (s > maxse) maxse = s;
-            cur.p = NULL;
-            cur.node = idx;
+            cur.p = a;
+            cur.node = a ? -1 : idx;
             cur.buf = buf;
         }
         if (i < bl->ncb) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
@@ -163,7 +174,7 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
     float *soft = take(&p, (size_t)n * K);
     float *g[4], *abufs[3];
     for (int i = 0; i < 4; i++) g[i] = take(&p, maxact);
-    for (int i = 0; i < 3; i++) abufs[i] = take(&p, maxact);
+    for (int i = 0; i < 3; i++) abufs[i] = keep ? NULL : take(&p, maxact);
     float *tmp = take(&p, maxact);
     float *cws = take(&p, maxws), *sws = take(&p, maxse);
     if (base) {
@@ -194,6 +205,21 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
     }
     t->nnodes = p.count;
     return p.off;
+}
+
+size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
+{
+    int keep = t->o.keep_activations;
+    if (keep < 0) {
+        /* auto: keep them when that costs at most KEEP_AUTO_BYTES more */
+        int nn = t->nnodes;
+        size_t lean = plan(t, n, h, w, NULL, 0), full = plan(t, n, h, w, NULL, 1);
+        t->nnodes = nn;
+        keep = full <= lean || (full - lean) * sizeof(float) <= ENV2_KEEP_AUTO_BYTES;
+    }
+    size_t r = plan(t, n, h, w, base, keep);
+    if (base) t->kept = keep;
+    return r;
 }
 
 /* The output of conv or SE node s recomputed into dst (bit-identical to

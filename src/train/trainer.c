@@ -47,6 +47,7 @@ ENV2_API void env2_trainer_options_init(env2_trainer_options *o)
     o->decay_steps = 1.0f;
     o->decay_rate = 0.97f;
     o->label_smoothing = 0.1f;
+    o->keep_activations = -1;
 }
 
 static int decays(int kind) { return kind == T_CONV || kind == T_DW || kind == T_SE_W || kind == T_FC_W; }
@@ -96,6 +97,8 @@ ENV2_API env2_status env2_trainer_create(env2_trainer **out, env2_model *m, cons
         return fail_t(NULL, ENV2_E_INVALID_ARG, "warmup/total steps >= 0, decay_steps > 0, decay_rate in (0, 1]");
     if (o.lr_schedule == ENV2_LR_COSINE && o.total_steps < 1)
         return fail_t(NULL, ENV2_E_INVALID_ARG, "the cosine schedule needs total_steps >= 1");
+    if (o.keep_activations < -1 || o.keep_activations > 1)
+        return fail_t(NULL, ENV2_E_INVALID_ARG, "keep_activations %d: must be -1 (auto), 0 or 1", o.keep_activations);
     if (o.eps < 0) o.eps = o.optimizer == ENV2_OPT_ADAMW ? 1e-8f : (o.optimizer == ENV2_OPT_RMSPROP_TF ? 1e-3f : 0.0f);
 
     env2_trainer *t = env2_calloc(1, sizeof *t);

@@ -21,7 +21,8 @@ typedef struct tnode {
     float *pooled, *hid, *gate; /* SE */
     float *mask;        /* RESID: per-sample drop-path factor [n] */
     long count;         /* BEGIN/RESID: elements of the block input/output */
-    /* Conv outputs a = act(BN(z)) and SE outputs x * gate are not kept:
+    /* Conv outputs a = act(BN(z)) and SE outputs x * gate are either kept
+     * (a slice of their own, abuf = -1; options.keep_activations) or not:
      * forward writes them to one of three rotating buffers (abuf) and
      * backward recomputes them from z (and the gate).
      * src: the conv node whose a is this node's input (-1: in is stored);
@@ -48,7 +49,9 @@ struct env2_trainer {
     size_t arena_floats;
     float *gbuf[4];             /* gradient ping-pong, skip stash, BN temp */
     float *tmp;                 /* second BN temp */
-    float *recompute, *recompute2; /* backward: recomputed layer outputs (forward's rotating buffers) */
+    float *recompute, *recompute2; /* backward: recomputed layer outputs (forward's rotating buffers;
+                                       NULL when the plan keeps every output) */
+    int kept;                   /* the current plan keeps every conv and SE output */
     float *conv_ws, *se_ws;
     float *xin;                 /* NHWC input copy */
     float *head_pooled, *head_drop, *head_mask, *logits, *dlogits, *dpooled;
@@ -61,6 +64,9 @@ struct env2_trainer {
  * only size it when base is NULL; returns floats), forward in training mode
  * (train_masks = 0 turns dropout and drop-path off), backward into t->grads. */
 size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base);
+/* options.keep_activations = -1 keeps the outputs when that adds at most this
+ * much workspace */
+#define ENV2_KEEP_AUTO_BYTES ((size_t)256 << 20)
 void graph_forward(env2_trainer *t, const float *params, int train_masks);
 void graph_backward(env2_trainer *t, const float *params);
 
