@@ -119,7 +119,7 @@ static size_t plan(env2_trainer *t, int n, int h, int w, float *base, int keep)
         if (!bl->fused && bl->has_expand) plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
         plan_conv(&p, &bl->cb[i++], n, &h, &w, &cur, keep, &maxact, &maxws, same);
         if (!bl->fused && bl->se) {
-            /* the output x * gate is recomputed in backward too */
+            /* the output x * gate is kept or, like a conv output, recomputed in backward */
             int idx = p.count, buf = -1;
             tnode *nd = node(&p);
             float *pooled = take(&p, (size_t)n * bl->mid), *hid = take(&p, (size_t)n * bl->se),
@@ -211,15 +211,13 @@ size_t graph_plan(env2_trainer *t, int n, int h, int w, float *base)
 {
     int keep = t->o.keep_activations;
     if (keep < 0) {
-        /* auto: keep them when that costs at most KEEP_AUTO_BYTES more */
+        /* auto: keep them when that costs at most ENV2_KEEP_AUTO_BYTES more */
         int nn = t->nnodes;
         size_t lean = plan(t, n, h, w, NULL, 0), full = plan(t, n, h, w, NULL, 1);
         t->nnodes = nn;
         keep = full <= lean || (full - lean) * sizeof(float) <= ENV2_KEEP_AUTO_BYTES;
     }
-    size_t r = plan(t, n, h, w, base, keep);
-    if (base) t->kept = keep;
-    return r;
+    return plan(t, n, h, w, base, keep);
 }
 
 /* The output of conv or SE node s recomputed into dst (bit-identical to

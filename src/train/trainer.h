@@ -51,7 +51,6 @@ struct env2_trainer {
     float *tmp;                 /* second BN temp */
     float *recompute, *recompute2; /* backward: recomputed layer outputs (forward's rotating buffers;
                                        NULL when the plan keeps every output) */
-    int kept;                   /* the current plan keeps every conv and SE output */
     float *conv_ws, *se_ws;
     float *xin;                 /* NHWC input copy */
     float *head_pooled, *head_drop, *head_mask, *logits, *dlogits, *dpooled;
