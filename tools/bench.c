@@ -215,7 +215,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--drop-path") && i + 1 < argc) drop_path = (float)atof(argv[++i]);
         else if (!strcmp(a, "--keep-activations") && i + 1 < argc) {
             const char *k = argv[++i];
-            keep_act = !strcmp(k, "auto") ? -1 : !strcmp(k, "on") ? 1 : !strcmp(k, "off") ? 0 : -2;
+            keep_act = cli_keep_activations(k);
             if (keep_act == -2) {
                 fprintf(stderr, "env2 bench: --keep-activations %s: auto, on or off\n", k);
                 return 2;

@@ -1213,8 +1213,7 @@ int cmd_train(int argc, char **argv)
         free(user);
         return usage_err("train", "--optimizer must be rmsprop, sgd or adamw (got '%s')", r.c.optimizer);
     }
-    if (strcmp(r.c.keep_activations, "auto") && strcmp(r.c.keep_activations, "on") &&
-        strcmp(r.c.keep_activations, "off")) {
+    if (cli_keep_activations(r.c.keep_activations) == -2) {
         free(user);
         return usage_err("train", "--keep-activations must be auto, on or off (got '%s')", r.c.keep_activations);
     }
@@ -1309,7 +1308,7 @@ int cmd_train(int argc, char **argv)
     to.label_smoothing = (float)r.c.label_smoothing;
     to.ema_decay = (float)r.c.ema;
     to.seed = seed;
-    to.keep_activations = !strcmp(r.c.keep_activations, "on") ? 1 : !strcmp(r.c.keep_activations, "off") ? 0 : -1;
+    to.keep_activations = cli_keep_activations(r.c.keep_activations);
     to.warmup_steps = (int64_t)llround(r.c.warmup_epochs * (double)spe);
     to.total_steps = (int64_t)r.c.epochs * spe;
     to.lr_schedule = !strcmp(r.c.lr_schedule, "cosine") ? ENV2_LR_COSINE

@@ -11,4 +11,12 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);
+
+#include <string.h>
+/* --keep-activations auto|on|off -> env2_trainer_options.keep_activations
+ * (-1, 1, 0); -2 for anything else */
+static inline int cli_keep_activations(const char *s)
+{
+    return !strcmp(s, "auto") ? -1 : !strcmp(s, "on") ? 1 : !strcmp(s, "off") ? 0 : -2;
+}
 #endif
