@@ -570,7 +570,7 @@ def main():
              "FP32 peak measured in this run with `peak_flops.c` (best of its runs at the start and at the end): "
              "**%.0f GFLOP/s at 2 threads, %.0f at 1 thread**%s%s."
              % (peak[2], peak[1],
-                "" if peak_kind == "zmm512" else
+                "" if peak_kind == "zmm512" or peak_note else
                 ", its 256-bit FMA figure: this CPU has no AVX-512, so the AVX2 kernels ran and the issue's "
                 "AVX-512 figures (546 GFLOP/s) do not apply",
                 " (" + peak_note + ")" if peak_note else ""),
