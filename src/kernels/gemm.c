@@ -216,6 +216,10 @@ static void pack_a(const gemm_prob *p, long i0, int mr, long pc, long kc, float 
     } else if (mr == MR_MAX && MR == MR_MAX) {
         /* fixed-size copies compile to a few vector moves */
         for (long k = 0; k < kc; k++) memcpy(dst + k * MR_MAX, p->A + (pc + k) * p->lda + i0, MR_MAX * sizeof(float));
+    } else if (mr == 6 && MR == 6) {
+        /* the AVX2 kernel's MR: weight gradients, where A = X^T, spend a
+         * sizeable share of their time here */
+        for (long k = 0; k < kc; k++) memcpy(dst + k * 6, p->A + (pc + k) * p->lda + i0, 6 * sizeof(float));
     } else {
         for (long k = 0; k < kc; k++) {
             const float *s = p->A + (pc + k) * p->lda + i0;
