@@ -92,7 +92,10 @@ void k_fc_fwd(int nt, int n, int in, int out, const float *x, const float *W, co
 {
     if (n <= 0 || out <= 0) return;
     k_epilogue ep = {NULL, b, K_ACT_NONE, NULL, 0};
-    k_sgemm(nt, 0, 1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b ? &ep : NULL);
+    /* n is the batch, never a share of it, so choosing by n keeps results
+     * independent of the thread count */
+    if (n == 1) k_sgemv(nt, 1, out, in, x, W, in, y, b ? &ep : NULL);
+    else k_sgemm(nt, 0, 1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b ? &ep : NULL);
 }
 
 void k_fc_bwd(int nt, int n, int in, int out, const float *x, const float *W, const float *dy, float *dx,
