@@ -466,12 +466,12 @@ static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, 
  * same bits whatever M is (callers split M between threads). */
 #define GEMV_COLS 64 /* B not transposed: columns summed together over k */
 
-/* sum_k a[k * as] * b[k], in 8 interleaved partial sums added pairwise */
-static float gemv_dot(const float *a, long as, const float *b, long K)
+/* sum_k a[k] * b[k], in 8 interleaved partial sums added pairwise */
+static float gemv_dot(const float *a, const float *b, long K)
 {
     long k = 0;
 #if defined(__GNUC__) || defined(__clang__)
-    if (as == 1 && K >= 8) {
+    if (K >= 8) {
         k_v4 s0 = {0, 0, 0, 0}, s1 = s0;
         for (; k + 8 <= K; k += 8) {
             s0 += ld4(a + k) * ld4(b + k);
@@ -487,22 +487,22 @@ static float gemv_dot(const float *a, long as, const float *b, long K)
 #endif
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (; k + 8 <= K; k += 8)
-        for (int l = 0; l < 8; l++) s[l] += a[(k + l) * as] * b[k + l];
+        for (int l = 0; l < 8; l++) s[l] += a[k + l] * b[k + l];
     float r = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-    for (; k < K; k++) r += a[k * as] * b[k];
+    for (; k < K; k++) r += a[k] * b[k];
     return r;
 }
 
-/* acc[j] = sum_k a[k * as] * B(k, j0 + j) for B not transposed: rows of B
+/* acc[j] = sum_k x[k] * B(k, j0 + j) for B not transposed: rows of B
  * scaled and added, k in increasing order for every column. */
-static void gemv_rows(const gemm_prob *p, long as, long j0, int nc, float *acc)
+static void gemv_rows(const gemm_prob *p, long j0, int nc, float *acc)
 {
 #if defined(__GNUC__) || defined(__clang__)
     if (nc == GEMV_COLS) {
         k_v4 v[GEMV_COLS / 4];
         for (int q = 0; q < GEMV_COLS / 4; q++) v[q] = (k_v4){0, 0, 0, 0};
         for (long k = 0; k < p->K; k++) {
-            const k_v4 a = (k_v4){0, 0, 0, 0} + p->A[k * as];
+            const k_v4 a = (k_v4){0, 0, 0, 0} + p->A[k];
             const float *b = p->B + k * p->ldb + j0;
             for (int q = 0; q < GEMV_COLS / 4; q++) v[q] += a * ld4(b + 4 * q);
         }
@@ -512,7 +512,7 @@ static void gemv_rows(const gemm_prob *p, long as, long j0, int nc, float *acc)
 #endif
     for (int j = 0; j < nc; j++) acc[j] = 0.0f;
     for (long k = 0; k < p->K; k++) {
-        const float a = p->A[k * as], *b = p->B + k * p->ldb + j0;
+        const float a = p->A[k], *b = p->B + k * p->ldb + j0;
         for (int j = 0; j < nc; j++) acc[j] += a * b[j];
     }
 }
@@ -521,7 +521,6 @@ static void gemv_fn(void *arg, int ith, int nth)
 {
     const gemm_prob *p = arg;
     const k_epilogue *ep = p->ep;
-    const long as = p->ta ? p->lda : 1;
     long lo, hi;
     env2_range((p->N + GEMV_COLS - 1) / GEMV_COLS, ith, nth, &lo, &hi);
     lo *= GEMV_COLS;
@@ -530,13 +529,12 @@ static void gemv_fn(void *arg, int ith, int nth)
         const int nc = (int)(hi - j0 < GEMV_COLS ? hi - j0 : GEMV_COLS);
         float acc[GEMV_COLS];
         if (p->tb)
-            for (int j = 0; j < nc; j++) acc[j] = gemv_dot(p->A, as, p->B + (j0 + j) * p->ldb, p->K);
+            for (int j = 0; j < nc; j++) acc[j] = gemv_dot(p->A, p->B + (j0 + j) * p->ldb, p->K);
         else
-            gemv_rows(p, as, j0, nc, acc);
+            gemv_rows(p, j0, nc, acc);
         for (int j = 0; j < nc; j++) {
             const long c = j0 + j;
-            float v = p->alpha * acc[j];
-            if (p->beta != 0.0f) v += p->beta * p->C[c];
+            float v = acc[j];
             if (ep)
                 v = k_epilogue_scalar(v, ep->scale ? ep->scale[c] : 1.0f, ep->bias ? ep->bias[c] : 0.0f, ep->act,
                                       ep->residual ? ep->residual[c] : 0.0f);
@@ -555,7 +553,6 @@ void k_sgemv(int nt, int transB, long N, long K, const float *x, const float *B,
     p.M = 1;
     p.N = N;
     p.K = K > 0 ? K : 0;
-    p.alpha = 1.0f;
     p.A = x;
     p.B = B;
     p.ldb = ldb;
