@@ -164,7 +164,7 @@ DEMO_ARCH := r1_k3_s1_e1_i24_o24_c1 r1_k3_s2_e4_i24_o48_c1 r1_k3_s1_e4_i48_o48 r
 DEMO_FLAGS ?= --epochs 15 --batch 64 --optimizer adamw --lr 0.004 --wd 0.05 --lr-schedule cosine \
               --warmup-epochs 1 --label-smoothing 0.1 --ema 0.999 --progressive linear --stages 3 \
               --size-start 24 --size-end 40 --size-multiple 8 --dropout-start 0.0 --dropout-end 0.1 \
-              --drop-path 0.1 --crop-area-min 0.85 --eval-stage-size --threads 2 --seed 1
+              --drop-path 0.1 --crop-area-min 0.85 --no-flip --eval-stage-size --threads 2 --seed 1
 demo: all
 	@sh tools/get_fashion_mnist.sh "$(FMNIST)"
 	./env2 train --arch "$(DEMO_ARCH)" --stem 24 --head 256 --data fashion-mnist --data-dir "$(FMNIST)" \
