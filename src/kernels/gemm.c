@@ -455,6 +455,16 @@ static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, 
     }
 }
 
+/* nt, lowered so that every thread gets at least MIN_FLOPS_PER_THREAD
+ * multiply-adds (at least 1) */
+static int threads_for(double work, int nt)
+{
+    if (nt < 1) nt = 1;
+    if (work >= (double)MIN_FLOPS_PER_THREAD * nt) return nt;
+    long t = (long)(work / MIN_FLOPS_PER_THREAD);
+    return t < 1 ? 1 : (int)t;
+}
+
 /* ---- k_sgemv: one row ----------------------------------------------------------
  * Batch-1 inference runs the squeeze-excite FCs and the classifier as 1 x N
  * GEMMs with B = W stored [N][K].  The tile path would pack (transpose) all
@@ -464,7 +474,7 @@ static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, 
  * not change any bit.  The sums are ordered differently from k_sgemm's, so
  * this is a separate entry point: k_sgemm keeps giving every row of C the
  * same bits whatever M is (callers split M between threads). */
-#define GEMV_COLS 64 /* B not transposed: columns summed together over k */
+#define GEMV_COLS 64 /* outputs per task unit */
 
 /* sum_k a[k] * b[k], in 8 interleaved partial sums added pairwise */
 static float gemv_dot(const float *a, const float *b, long K)
@@ -493,30 +503,6 @@ static float gemv_dot(const float *a, const float *b, long K)
     return r;
 }
 
-/* acc[j] = sum_k x[k] * B(k, j0 + j) for B not transposed: rows of B
- * scaled and added, k in increasing order for every column. */
-static void gemv_rows(const gemm_prob *p, long j0, int nc, float *acc)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    if (nc == GEMV_COLS) {
-        k_v4 v[GEMV_COLS / 4];
-        for (int q = 0; q < GEMV_COLS / 4; q++) v[q] = (k_v4){0, 0, 0, 0};
-        for (long k = 0; k < p->K; k++) {
-            const k_v4 a = (k_v4){0, 0, 0, 0} + p->A[k];
-            const float *b = p->B + k * p->ldb + j0;
-            for (int q = 0; q < GEMV_COLS / 4; q++) v[q] += a * ld4(b + 4 * q);
-        }
-        memcpy(acc, v, sizeof v);
-        return;
-    }
-#endif
-    for (int j = 0; j < nc; j++) acc[j] = 0.0f;
-    for (long k = 0; k < p->K; k++) {
-        const float a = p->A[k], *b = p->B + k * p->ldb + j0;
-        for (int j = 0; j < nc; j++) acc[j] += a * b[j];
-    }
-}
-
 static void gemv_fn(void *arg, int ith, int nth)
 {
     const gemm_prob *p = arg;
@@ -525,44 +511,31 @@ static void gemv_fn(void *arg, int ith, int nth)
     env2_range((p->N + GEMV_COLS - 1) / GEMV_COLS, ith, nth, &lo, &hi);
     lo *= GEMV_COLS;
     hi = hi * GEMV_COLS < p->N ? hi * GEMV_COLS : p->N;
-    for (long j0 = lo; j0 < hi; j0 += GEMV_COLS) {
-        const int nc = (int)(hi - j0 < GEMV_COLS ? hi - j0 : GEMV_COLS);
-        float acc[GEMV_COLS];
-        if (p->tb)
-            for (int j = 0; j < nc; j++) acc[j] = gemv_dot(p->A, p->B + (j0 + j) * p->ldb, p->K);
-        else
-            gemv_rows(p, j0, nc, acc);
-        for (int j = 0; j < nc; j++) {
-            const long c = j0 + j;
-            float v = acc[j];
-            if (ep)
-                v = k_epilogue_scalar(v, ep->scale ? ep->scale[c] : 1.0f, ep->bias ? ep->bias[c] : 0.0f, ep->act,
-                                      ep->residual ? ep->residual[c] : 0.0f);
-            p->C[c] = v;
-        }
+    for (long c = lo; c < hi; c++) {
+        float v = gemv_dot(p->A, p->B + c * p->ldb, p->K);
+        if (ep)
+            v = k_epilogue_scalar(v, ep->scale ? ep->scale[c] : 1.0f, ep->bias ? ep->bias[c] : 0.0f, ep->act,
+                                  ep->residual ? ep->residual[c] : 0.0f);
+        p->C[c] = v;
     }
 }
 
-void k_sgemv(int nt, int transB, long N, long K, const float *x, const float *B, long ldb, float *y,
-             const k_epilogue *ep)
+void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, const k_epilogue *ep)
 {
     if (N <= 0) return;
     gemm_prob p;
     memset(&p, 0, sizeof p);
-    p.tb = transB != 0;
     p.M = 1;
     p.N = N;
     p.K = K > 0 ? K : 0;
     p.A = x;
-    p.B = B;
-    p.ldb = ldb;
+    p.B = W;
+    p.ldb = p.K;
     p.C = y;
-    p.ldc = N;
     p.ep = ep;
-    long nb = (N + GEMV_COLS - 1) / GEMV_COLS, t = (long)((double)N * (double)(p.K ? p.K : 1) / MIN_FLOPS_PER_THREAD);
-    if (nt > t) nt = t < 1 ? 1 : (int)t;
-    if (nt > nb) nt = (int)nb;
-    k_par_run(nt, gemv_fn, &p);
+    long nb = (N + GEMV_COLS - 1) / GEMV_COLS;
+    nt = threads_for((double)N * (double)(p.K ? p.K : 1), nt);
+    k_par_run(nt < nb ? nt : (int)nb, gemv_fn, &p);
 }
 
 /* C = beta * C, then the epilogue (alpha == 0 or K == 0), by row ranges. */
@@ -609,13 +582,8 @@ static void gemm_run(int nt, gemm_prob *p)
     if (p->M <= 0 || p->N <= 0) return;
     const k_epilogue *ep = p->ep;
     if (ep && !ep->scale && !ep->bias && !ep->residual && ep->act == K_ACT_NONE) p->ep = NULL;
-    if (nt < 1) nt = 1;
     p->u = pick_ukr();
-    double work = (double)p->M * (double)p->N * (double)(p->K > 0 ? p->K : 1);
-    if (work < (double)MIN_FLOPS_PER_THREAD * nt) {
-        long t = (long)(work / MIN_FLOPS_PER_THREAD);
-        nt = t < 1 ? 1 : (int)t;
-    }
+    nt = threads_for((double)p->M * (double)p->N * (double)(p->K > 0 ? p->K : 1), nt);
     if (p->K <= 0 || p->alpha == 0.0f) {
         k_par_run(nt, scale_only_fn, p);
         return;

@@ -77,13 +77,11 @@ typedef void (*k_pack_a_fn)(const void *ctx, long i0, int mr, long pc, long kc, 
 void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void *ctx, const float *B, long ldb,
                    float beta, float *C, long ldc, const k_epilogue *ep);
 
-/* y[0..N) = epilogue(x . op(B)) for one row x[0..K): C = x * B with B [K][N]
- * (transB 0) or [N][K] (transB 1), leading dimension ldb.  Faster than
- * k_sgemm with M = 1 (batch-1 FCs), but its sums are ordered differently,
- * so it must not stand in for a row of a larger k_sgemm.  y must not
- * overlap x or B; ep->residual may equal y. */
-void k_sgemv(int nt, int transB, long N, long K, const float *x, const float *B, long ldb, float *y,
-             const k_epilogue *ep);
+/* y[0..N) = epilogue(W x) for one row x[0..K) and W stored [N][K] (an FC
+ * at batch 1).  Faster than k_sgemm with M = 1, but its sums are ordered
+ * differently, so it must not stand in for a row of a larger k_sgemm.  y
+ * must not overlap x or W; ep->residual may equal y. */
+void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, const k_epilogue *ep);
 
 /* k_sgemm and the convolutions accept ep->residual == C (same pointer and
  * stride: an in-place residual add); any other overlap of residual and C is
