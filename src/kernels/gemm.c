@@ -133,7 +133,7 @@ static void ukr_generic(const k_ukr_args *a)
 }
 #endif
 
-const k_gemm_ukr k_ukr_generic = {GMR, GNR, ukr_generic};
+const k_gemm_ukr k_ukr_generic = {GMR, GNR, ukr_generic, 0};
 
 static const k_gemm_ukr *pick_ukr(void)
 {
@@ -391,8 +391,9 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
     /* B read in place is strided; when it is used by few row tiles or is
      * long (K >= 2048: weight gradients, where B is an activation streaming
      * from memory) that measured 10-20% slower than one sequential copy.
-     * Otherwise in place wins by a few percent. */
-    const int pack_all_b = p->tb || (m1 - m0 + MR - 1) / MR <= 8 || p->K >= 2048;
+     * Otherwise in place wins by a few percent with the AVX-512 kernel on
+     * the Intel machine; the AVX2 kernel always packs (k_gemm_ukr.pack_b). */
+    const int pack_all_b = p->u->pack_b || p->tb || (m1 - m0 + MR - 1) / MR <= 8 || p->K >= 2048;
     k_ukr_args a;
     for (long jc = n0; jc < n1; jc += ncs) {
         long nc = n1 - jc < ncs ? n1 - jc : ncs;
@@ -445,7 +446,7 @@ static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, 
          * packing (1) the operands; A is visited once per N block. */
         double nblk = (double)((ct * p->u->nr + p->ncs - 1) / p->ncs);
         double cost = rows * cols * K / 16.0;
-        cost += cols * K * (p->tb ? 1.0 : 0.25);
+        cost += cols * K * (p->tb || p->u->pack_b ? 1.0 : 0.25);
         cost += rows * K * nblk * (p->ta || p->packa ? 1.0 : 0.25);
         if (best < 0 || cost < best) {
             best = cost;

@@ -171,4 +171,4 @@ static void ukr_avx512(const k_ukr_args *a)
     }
 }
 
-const k_gemm_ukr k_ukr_avx512 = {MR, NR, ukr_avx512};
+const k_gemm_ukr k_ukr_avx512 = {MR, NR, ukr_avx512, 0};

@@ -61,6 +61,10 @@ typedef struct k_ukr_args {
 typedef struct k_gemm_ukr {
     int mr, nr;
     void (*run)(const k_ukr_args *a);
+    /* 1: always copy B into NR-wide panels.  0: read a row-major B in place
+     * when many row tiles share it.  Which is faster depends on the kernel's
+     * NR and the CPU's prefetchers, so it is measured per kernel. */
+    int pack_b;
 } k_gemm_ukr;
 
 extern const k_gemm_ukr k_ukr_generic;
