@@ -226,17 +226,26 @@ AI void tile(const blk *b, long ix0, float *op, long os, vmask m, const int full
 }
 
 /* One output pixel of one channel block, with bounds checks on the columns
- * (left and right borders). */
-static void border_blk(const geo *g, const blk *b, long ox, float *op, vmask m)
+ * (left and right borders).  Full blocks use plain loads and stores: AVX2
+ * masked stores are microcoded on AMD Zen (one per ~10 cycles), and on a
+ * 12-pixel row the borders are a sixth of the outputs. */
+static void border_blk(const geo *g, const blk *b, long ox, float *op, vmask m, int full)
 {
     long ix0 = ox * g->S - g->pl;
     int kx0 = ix0 < 0 ? (int)-ix0 : 0;
     int kx1 = ix0 + g->K > g->ws ? (int)(g->ws - ix0) : g->K;
     vf acc = V_ZERO();
-    for (int i = 0; i < b->nky; i++)
-        for (int kx = kx0; kx < kx1; kx++)
-            acc = V_FMA(V_MLOAD(m, b->rows[i] + (ix0 + kx) * b->xs), V_MLOAD(m, b->wr[i] + kx * b->wsx), acc);
-    V_MSTORE(op, m, acc);
+    if (full) {
+        for (int i = 0; i < b->nky; i++)
+            for (int kx = kx0; kx < kx1; kx++)
+                acc = V_FMA(V_LOADU(b->rows[i] + (ix0 + kx) * b->xs), V_LOADU(b->wr[i] + kx * b->wsx), acc);
+        V_STOREU(op, acc);
+    } else {
+        for (int i = 0; i < b->nky; i++)
+            for (int kx = kx0; kx < kx1; kx++)
+                acc = V_FMA(V_MLOAD(m, b->rows[i] + (ix0 + kx) * b->xs), V_MLOAD(m, b->wr[i] + kx * b->wsx), acc);
+        V_MSTORE(op, m, acc);
+    }
 }
 
 /* Output columns whose whole window lies inside the source: [*a, *b). */
@@ -264,17 +273,20 @@ static int want_copy(const geo *g) { return (g->C * 4) % 1024 == 0 && g->ws <= D
 static void blk_copy(const geo *g, blk *b, long c, vmask m, float *buf, float *wbuf, int K)
 {
     const long C = g->C, ws = g->ws;
+    const int full = c < g->cfull;
     for (int i = 0; i < b->nky; i++) {
         const float *src = b->rows[i];
         float *dst = buf + i * ws * VL;
-        for (long p = 0; p < ws; p++) V_STOREU(dst + p * VL, V_MLOAD(m, src + p * C));
+        if (full)
+            for (long p = 0; p < ws; p++) V_STOREU(dst + p * VL, V_LOADU(src + p * C));
+        else
+            for (long p = 0; p < ws; p++) V_STOREU(dst + p * VL, V_MLOAD(m, src + p * C));
         b->rows[i] = dst;
-        for (int kx = 0; kx < K; kx++) V_STOREU(wbuf + (i * K + kx) * VL, V_MLOAD(m, b->wr[i] + kx * b->wsx));
+        for (int kx = 0; kx < K; kx++) V_STOREU(wbuf + (i * K + kx) * VL, ld(m, b->wr[i] + kx * b->wsx, full));
         b->wr[i] = wbuf + i * K * VL;
     }
     b->xs = VL;
     b->wsx = VL;
-    (void)c;
 }
 
 /* One channel block swept along the row: the weights and the lines of the
@@ -285,7 +297,7 @@ AI void row_blk(const geo *g, const blk *b, long oxa, long oxb, float *yrow, lon
     const long C = g->C, pl = g->pl;
     float *o = yrow + c;
     long ox = 0;
-    for (; ox < oxa; ox++) border_blk(g, b, ox, o + ox * C, m);
+    for (; ox < oxa; ox++) border_blk(g, b, ox, o + ox * C, m, full);
     /* the partial block (at most one per row) only gets single-pixel tiles:
      * wide tiles of masked loads are large code for little gain */
     if (full) {
@@ -293,7 +305,7 @@ AI void row_blk(const geo *g, const blk *b, long oxa, long oxb, float *yrow, lon
         for (; ox + 4 <= oxb; ox += 4) tile(b, ox * S - pl, o + ox * C, C, m, full, K, S, 4);
     }
     for (; ox < oxb; ox++) tile(b, ox * S - pl, o + ox * C, C, m, full, K, S, 1);
-    for (; ox < g->wo; ox++) border_blk(g, b, ox, o + ox * C, m);
+    for (; ox < g->wo; ox++) border_blk(g, b, ox, o + ox * C, m, full);
     epi_pass(g, yrow, rbase, g->wo, c, m, full);
 }
 
@@ -374,8 +386,8 @@ AI void row2_blk(const geo *g, const blk *b2, long oxa, long oxb, float *yrow, l
     for (int i = 0; i < 3; i++) r1.rows[i] = b2->rows[i + 1];
     long ox = 0;
     for (; ox < oxa; ox++) {
-        border_blk(g, &r0, ox, o + ox * C, m);
-        border_blk(g, &r1, ox, o + (wo + ox) * C, m);
+        border_blk(g, &r0, ox, o + ox * C, m, full);
+        border_blk(g, &r1, ox, o + (wo + ox) * C, m, full);
     }
     /* 2 x 8 accumulators plus 9 weights only fit the 32 AVX-512 registers;
      * the partial block gets single-pixel tiles only, as in row_blk */
@@ -385,8 +397,8 @@ AI void row2_blk(const geo *g, const blk *b2, long oxa, long oxb, float *yrow, l
         for (; ox + 4 <= oxb; ox += 4) tile2(b2, ox - pl, o + ox * C, C, wo, m, full, 4);
     for (; ox < oxb; ox++) tile2(b2, ox - pl, o + ox * C, C, wo, m, full, 1);
     for (; ox < wo; ox++) {
-        border_blk(g, &r0, ox, o + ox * C, m);
-        border_blk(g, &r1, ox, o + (wo + ox) * C, m);
+        border_blk(g, &r0, ox, o + ox * C, m, full);
+        border_blk(g, &r1, ox, o + (wo + ox) * C, m, full);
     }
     epi_pass(g, yrow, rbase, 2 * wo, c, m, full);
 }
@@ -419,7 +431,7 @@ static void conv_row2(const geo *g, long n, long oy)
             const float *last = b.rows[3];
             blk_copy(g, &b, c, m, (float *)buf_v, (float *)wbuf_v, 3);
             float *dst = (float *)buf_v + 3 * g->ws * VL;
-            for (long p = 0; p < g->ws; p++) V_STOREU(dst + p * VL, V_MLOAD(m, last + p * C));
+            for (long p = 0; p < g->ws; p++) V_STOREU(dst + p * VL, ld(m, last + p * C, full));
             b.rows[3] = dst;
             b.nky = 4;
         }
