@@ -55,5 +55,15 @@ msg=$("$env2" info efficientnetv2-q 2>&1); [ $? -eq 1 ] && echo "$msg" | grep -q
 msg=$("$env2" forward s --weights /nonexistent.safetensors --input "$tmp/x.npy" --output "$tmp/z.npy" 2>&1)
 [ $? -eq 1 ] && echo "$msg" | grep -q '/nonexistent.safetensors' && ok || bad "missing weights: $msg"
 "$env2" schedule paper-s --epochs 8 | grep -q '185' && ok || bad "schedule paper-s"
+# bench --profile: per-family table, then one row per convolution shape whose calls add up to the
+# convolution families' calls (3 k x k, 4 1x1 and 1 depthwise in this network)
+out=$("$env2" bench --arch "$arch" --head 32 --classes 5 --size 32 --runs 2 --warmup 1 --threads 1 --profile 2>&1)
+echo "$out" | grep -q '^convolution layers' && ok || bad "bench --profile: no layer table: $out"
+echo "$out" | grep -q '^depthwise  *1x8x8 96->96 k3 s2  *1 ' && ok || bad "bench --profile: depthwise row: $out"
+echo "$out" | grep -q '^conv kxk (im2col+GEMM)  *1x32x32 3->16 k3 s2  *1 ' && ok || bad "bench --profile: stem row: $out"
+n=$(echo "$out" | sed -n '/^convolution layers/,$p' | awk 'NR > 1 { c += $(NF-3) } END { print c }')
+[ "$n" = 8 ] && ok || bad "bench --profile: layer calls add up to $n, not 8: $out"
+out=$("$env2" bench --arch "$arch" --head 32 --classes 5 --size 32 --batch 4 --runs 2 --warmup 1 --threads 1 --train --profile 2>&1)
+echo "$out" | grep -q '^conv backward  *4x8x8 24->96 k1 s1  *1 ' && ok || bad "bench --train --profile: backward row: $out"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -22,6 +22,35 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static int cmp_layer_time(const void *a, const void *b)
+{
+    double x = ((const env2_prof_layer *)a)->sec, y = ((const env2_prof_layer *)b)->sec;
+    return (x < y) - (x > y);
+}
+
+/* The convolution layers of the profile by shape, slowest first, with their
+ * rate: where the time goes inside the conv families, and which shapes run
+ * far below the GEMM's best. */
+static void print_layers(int runs, double total_run)
+{
+    int nl = env2_prof_nlayers;
+    if (!nl) return;
+    env2_prof_layer *l = malloc((size_t)nl * sizeof *l);
+    if (!l) return;
+    memcpy(l, env2_prof_layers, (size_t)nl * sizeof *l);
+    qsort(l, (size_t)nl, sizeof *l, cmp_layer_time);
+    printf("\n%-24s %-30s %6s %10s %7s %8s\n", "convolution layers", "NxHxW Cin->Cout kK sS", "calls", "ms/run",
+           "share", "GFLOP/s");
+    for (int i = 0; i < nl; i++) {
+        char shape[64];
+        snprintf(shape, sizeof shape, "%dx%dx%d %d->%d k%d s%d", l[i].n, l[i].h, l[i].w, l[i].ci, l[i].co, l[i].k,
+                 l[i].stride);
+        printf("%-24s %-30s %6ld %10.3f %6.1f%% %8.1f\n", env2_prof_name(l[i].fam), shape, l[i].calls / runs,
+               l[i].sec * 1e3 / runs, 100.0 * l[i].sec / total_run, l[i].sec > 0 ? l[i].flops / l[i].sec / 1e9 : 0.0);
+    }
+    free(l);
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -340,6 +369,7 @@ int cmd_bench(int argc, char **argv)
         }
         printf("%-26s %10.3f %6.1f%%\n", "other (untimed)", (total_run - acc) * 1e3 / runs,
                100.0 * (total_run - acc) / total_run);
+        print_layers(runs, total_run);
     }
 out:
     env2_trainer_destroy(tr);

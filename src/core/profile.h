@@ -28,6 +28,20 @@ double env2_prof_now(void);
 const char *env2_prof_name(int family);
 void env2_prof_reset(void);
 
+/* Per-layer accounting for the convolution families: one entry per
+ * (family, batch, input size, channels, kernel, stride), so the repeated
+ * blocks of a stage add up into one row.  `flops` is the call's
+ * floating-point operations (2 per multiply-add), for GFLOP/s. */
+#define PROF_LAYERS_MAX 256
+typedef struct env2_prof_layer {
+    int fam, n, h, w, ci, co, k, stride;
+    long calls;
+    double sec, flops;
+} env2_prof_layer;
+extern env2_prof_layer env2_prof_layers[PROF_LAYERS_MAX];
+extern int env2_prof_nlayers;
+void env2_prof_layer_add(int fam, int n, int h, int w, int ci, int co, int k, int stride, double flops, double sec);
+
 #define PROF(fam, stmt)                                        \
     do {                                                       \
         if (env2_prof_on) {                                    \
@@ -38,6 +52,22 @@ void env2_prof_reset(void);
         } else {                                               \
             stmt;                                              \
         }                                                      \
+    } while (0)
+
+/* PROF plus a per-layer entry for convolution shape *sh (a k_conv_shape). */
+#define PROF_CONV(fam, sh, flops, stmt)                                                                   \
+    do {                                                                                                  \
+        if (env2_prof_on) {                                                                               \
+            double prof_t0_ = env2_prof_now();                                                            \
+            stmt;                                                                                         \
+            double prof_dt_ = env2_prof_now() - prof_t0_;                                                 \
+            env2_prof_sec[fam] += prof_dt_;                                                               \
+            env2_prof_calls[fam]++;                                                                       \
+            env2_prof_layer_add(fam, (sh)->n, (sh)->h, (sh)->w, (sh)->ci, (sh)->co, (sh)->kh, (sh)->stride, \
+                                (flops), prof_dt_);                                                       \
+        } else {                                                                                          \
+            stmt;                                                                                         \
+        }                                                                                                 \
     } while (0)
 
 #endif
