@@ -161,8 +161,8 @@ static void test_dwconv(void)
     test_dw_case(1, 3, 130, 256, 3, 1, 0, 1);
     test_dw_case(1, 4, 131, 256, 5, 2, 1, 0);
     test_dw_case(2, 24, 24, 96, 3, 2, 0, 2);
-    /* stride 1 and at most 32 wide: the strip path, split by channels; tall
-     * enough for several strips per image, and at its width limit */
+    /* narrow stride-1 maps with many channels (the later stages), tall ones,
+     * and a one-pixel-wide column */
     test_dw_case(2, 40, 32, 40, 5, 1, 0, 1);
     test_dw_case(1, 70, 31, 24, 3, 1, 1, 3);
     test_dw_case(2, 12, 12, 1536, 3, 1, 0, 1);

@@ -23,8 +23,6 @@
 #define DW_DECLARE(isa)                                                                                        \
     void k_dw_fwd_rows_##isa(const k_conv_shape *s, const float *x, const float *w, float *y,                 \
                              const k_epilogue *ep, long r0, long r1);                                          \
-    void k_dw_fwd_chans_##isa(const k_conv_shape *s, const float *x, const float *w, float *y,                \
-                              const k_epilogue *ep, long c0, long c1);                                         \
     void k_dw_bwd_data_rows_##isa(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0, \
                                   long r1);                                                                    \
     void k_dw_bwd_weight_##isa(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0,    \
@@ -236,27 +234,6 @@ typedef struct dw_job {
     int path;
 } dw_job;
 
-/* Narrow stride-1 maps take the SIMD files' strip path, split between
- * threads by channels in units of 16 (a cache line of every pixel). */
-static int strip_shape(const k_conv_shape *s) { return s->stride == 1 && s->wo <= K_DW_STRIP_MAXW; }
-
-static void fwd_strip_job(void *arg, int ith, int nth)
-{
-    const dw_job *j = arg;
-    const k_conv_shape *s = j->s;
-    long lo, hi;
-    env2_range((s->ci + 15) / 16, ith, nth, &lo, &hi);
-    if (lo >= hi) return;
-    long c0 = lo * 16, c1 = hi * 16 < s->ci ? hi * 16 : s->ci;
-#if K_HAVE_X86_PATHS
-    if (j->path == K_SIMD_AVX512) k_dw_fwd_chans_avx512(s, j->a, j->w, j->out, j->ep, c0, c1);
-    else k_dw_fwd_chans_avx2(s, j->a, j->w, j->out, j->ep, c0, c1);
-#else
-    (void)c0;
-    (void)c1;
-#endif
-}
-
 static void fwd_job(void *arg, int ith, int nth)
 {
     const dw_job *j = arg;
@@ -343,8 +320,7 @@ void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
 {
     if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
     dw_job j = {s, x, w, y, ep, simd_path(s)};
-    int simd = j.path == K_SIMD_AVX512 || j.path == K_SIMD_AVX2;
-    k_par_run(threads_for(nt, dw_work(s)), simd && strip_shape(s) ? fwd_strip_job : fwd_job, &j);
+    k_par_run(threads_for(nt, dw_work(s)), fwd_job, &j);
 }
 
 void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx)

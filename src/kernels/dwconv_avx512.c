@@ -85,8 +85,6 @@ static inline void v_acc_double(double *t, vf v)
 
 void DW_NAME(k_dw_fwd_rows)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                             long r0, long r1);
-void DW_NAME(k_dw_fwd_chans)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
-                             long c0, long c1);
 void DW_NAME(k_dw_bwd_data_rows)(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0,
                                  long r1);
 void DW_NAME(k_dw_bwd_weight)(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0, long c1);
@@ -127,7 +125,6 @@ void DW_NAME(k_act)(int op, long n, const float *x, const float *dy, float *y)
  * forward with the kernel flipped (negative tap strides) and the padding
  * mirrored, so it shares the register-blocked loops. */
 typedef struct geo {
-    long n;                 /* images (the strip path walks all rows) */
     const float *src;
     long hs, ws;            /* source spatial size */
     long ho, wo;            /* output spatial size */
@@ -465,153 +462,31 @@ static void conv_rows(const geo *g, long r0, long r1)
     }
 }
 
-/* ---- narrow maps: one zero-padded copy per channel block ---------------------
- * The 7-24 pixel wide maps of the later stages (where the channels are many)
- * leave the row sweep above too few pixels to amortize its border pixels,
- * block copies and epilogue pass: at 12x12x1536 it ran at a tenth of its FMA
- * bound.  Here one channel block of a strip of output rows is copied once,
- * with its zero padding, into a dense buffer, so every output is an interior
- * tile over L1-resident data; the outputs go through a dense row buffer to
- * the epilogue and are stored once.  Each output still sums ky then kx
- * ascending with the same FMAs; the padding only adds x * 0 terms, which
- * leave a finite sum unchanged (up to the sign of a zero). */
-enum { DW_STRIP_FLOATS = 6144, DW_STRIP_MAXW = K_DW_STRIP_MAXW };
-/* Channel blocks per cache line (2 with 8 lanes, 1 with 16).  The source
- * pixels of one block are C floats apart, which for C*4 a multiple of 2 KiB
- * puts them all in two L1 sets: a block's lines are gone before the next
- * block reads their other half.  So the blocks of a line are copied and
- * stored together, and every line is fetched once. */
-#define DW_G (64 / (VL * 4))
-
-/* the widest padded row (5x5 kernel) must leave room for a 5-row strip */
-_Static_assert(DW_STRIP_FLOATS / (DW_G * (DW_STRIP_MAXW + 4) * VL) >= 5, "depthwise strip buffer too small");
-
-/* output rows per strip (stride 1): as many as fit the buffer with their
- * K - 1 halo rows */
-static long strip_rows(const geo *g)
-{
-    long wp = g->wo - 1 + g->K, rin = DW_STRIP_FLOATS / (DW_G * wp * VL);
-    return rin - g->K + 1;
-}
-
-/* Blocks c, c + VL, ... (nb of them, only the last may be partial) of the
- * output rows [oy0, oy1) of image n. */
-AI void strip_blk(const geo *g, long n, long oy0, long oy1, long c, int nb, const int K, const int S, float *buf,
-                  float *wbuf, float *obuf)
-{
-    const long C = g->C, wo = g->wo, wp = (wo - 1) * S + K;
-    const long iy0 = oy0 * S - g->pt, nrow = (oy1 - 1 - oy0) * S + K, plane = nrow * wp * VL;
-    vmask mk[DW_G];
-    int fl[DW_G];
-    for (int q = 0; q < nb; q++) {
-        fl[q] = c + q * VL < g->cfull;
-        mk[q] = fl[q] ? V_FULL : g->tail;
-    }
-    for (long i = 0; i < nrow; i++) {
-        long iy = iy0 + i;
-        float *d = buf + i * wp * VL;
-        if (iy < 0 || iy >= g->hs) {
-            for (int q = 0; q < nb; q++)
-                for (long p = 0; p < wp; p++) V_STOREU(d + q * plane + p * VL, V_ZERO());
-            continue;
-        }
-        const float *srow = g->src + (n * g->hs + iy) * g->ws * C + c;
-        for (long p = 0; p < wp; p++) {
-            long ix = p - g->pl;
-            for (int q = 0; q < nb; q++)
-                V_STOREU(d + q * plane + p * VL,
-                         ix < 0 || ix >= g->ws ? V_ZERO() : ld(mk[q], srow + ix * C + q * VL, fl[q]));
-        }
-    }
-    for (int q = 0; q < nb; q++)
-        for (int t = 0; t < K * K; t++)
-            V_STOREU(wbuf + (q * 25 + t) * VL, ld(mk[q], g->wb + (t / K) * g->wsy + (t % K) * g->wsx + c + q * VL, fl[q]));
-    for (long oy = oy0; oy < oy1; oy++) {
-        for (int q = 0; q < nb; q++) {
-            blk b;
-            b.nky = K;
-            b.xs = VL;
-            b.wsx = VL;
-            for (int ky = 0; ky < K; ky++) {
-                b.rows[ky] = buf + q * plane + ((oy - oy0) * S + ky) * wp * VL;
-                b.wr[ky] = wbuf + (q * 25 + ky * K) * VL;
-            }
-            float *o = obuf + q * DW_STRIP_MAXW * VL;
-            long ox = 0;
-            for (; ox + 8 <= wo; ox += 8) tile(&b, ox * S, o + ox * VL, VL, V_FULL, 1, K, S, 8);
-            for (; ox + 4 <= wo; ox += 4) tile(&b, ox * S, o + ox * VL, VL, V_FULL, 1, K, S, 4);
-            for (; ox < wo; ox++) tile(&b, ox * S, o + ox * VL, VL, V_FULL, 1, K, S, 1);
-        }
-        long r = (n * g->ho + oy) * wo;
-        float *y = g->dst + r * C + c;
-        for (long ox = 0; ox < wo; ox++)
-            for (int q = 0; q < nb; q++) {
-                vf v = V_LOADU(obuf + (q * DW_STRIP_MAXW + ox) * VL);
-                if (fl[q]) V_STOREU(y + ox * C + q * VL, epi(g, v, c + q * VL, r + ox, V_FULL, 1));
-                else V_MSTORE(y + ox * C + q * VL, mk[q], epi(g, v, c + q * VL, r + ox, mk[q], 0));
-            }
-    }
-}
-
-/* Channels [c0, c1) (c0 a multiple of 16) of every output row.  The
- * caller splits the channels, not the rows, between threads: on a 7-row map
- * split by rows, each thread would copy the halo rows again. */
-AI void strip_k(const geo *g, long c0, long c1, const int K)
-{
-    _Alignas(64) float buf[DW_STRIP_FLOATS], wbuf[DW_G * 25 * VL], obuf[DW_G * DW_STRIP_MAXW * VL];
-    const long R = strip_rows(g), rows = (long)g->n * g->ho, b1 = (c1 + VL - 1) / VL;
-    for (long r = 0; r < rows;) {
-        long n = r / g->ho, oy0 = r % g->ho, oy1 = oy0 + R;
-        if (oy1 > g->ho) oy1 = g->ho;
-        for (long bk = c0 / VL; bk < b1; bk += DW_G) {
-            int nb = b1 - bk < DW_G ? (int)(b1 - bk) : DW_G;
-            strip_blk(g, n, oy0, oy1, bk * VL, nb, K, 1, buf, wbuf, obuf);
-        }
-        r += oy1 - oy0;
-    }
-}
-
-static void fwd_geo(geo *g, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
-{
-    geo_init(g, s);
-    g->n = s->n;
-    g->src = x;
-    g->hs = s->h;
-    g->ws = s->w;
-    g->ho = s->ho;
-    g->wo = s->wo;
-    g->pt = s->pad_t;
-    g->pl = s->pad_l;
-    g->wb = w;
-    g->wsy = (long)s->kw * s->ci;
-    g->wsx = s->ci;
-    g->dst = y;
-    if (ep) {
-        g->scale = ep->scale;
-        g->bias = ep->bias;
-        g->res = ep->residual;
-        g->ldr = ep->ldr;
-        g->act = ep->act;
-    }
-}
-
-/* Channels [c0, c1) of a shape that k_dw_strip_shape() accepts. */
-void DW_NAME(k_dw_fwd_chans)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
-                             long c0, long c1)
-{
-    geo g;
-    fwd_geo(&g, s, x, w, y, ep);
-    if (g.K == 3) strip_k(&g, c0, c1, 3);
-    else strip_k(&g, c0, c1, 5);
-}
-
 /* Rows are output rows n*ho + oy.  The caller guarantees kh == kw in {3, 5}
  * and stride in {1, 2}. */
 void DW_NAME(k_dw_fwd_rows)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                             long r0, long r1)
 {
     geo g;
-    fwd_geo(&g, s, x, w, y, ep);
+    geo_init(&g, s);
+    g.src = x;
+    g.hs = s->h;
+    g.ws = s->w;
+    g.ho = s->ho;
+    g.wo = s->wo;
+    g.pt = s->pad_t;
+    g.pl = s->pad_l;
+    g.wb = w;
+    g.wsy = (long)s->kw * s->ci;
+    g.wsx = s->ci;
+    g.dst = y;
+    if (ep) {
+        g.scale = ep->scale;
+        g.bias = ep->bias;
+        g.res = ep->residual;
+        g.ldr = ep->ldr;
+        g.act = ep->act;
+    }
     conv_rows(&g, r0, r1);
 }
 

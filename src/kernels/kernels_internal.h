@@ -77,10 +77,6 @@ extern const k_gemm_ukr k_ukr_avx512;
  * demand: pack(ctx, i0, mr, pc, kc, dst) writes rows i0 .. i0+mr-1, columns
  * pc .. pc+kc-1 of A row-major into dst (row stride kc).  Convolutions use it
  * to gather im2col panels straight from the input. */
-/* Depthwise forward: stride-1 maps at most this wide take the SIMD files'
- * strip path (dwconv.c chooses, dwconv_avx512.c sizes its buffers by it). */
-#define K_DW_STRIP_MAXW 32
-
 typedef void (*k_pack_a_fn)(const void *ctx, long i0, int mr, long pc, long kc, float *dst);
 void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void *ctx, const float *B, long ldb,
                    float beta, float *C, long ldc, const k_epilogue *ep);
