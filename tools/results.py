@@ -16,8 +16,9 @@ Runs (each an `env2 train` with the recipe plus):
 wall times within one batch compare fairly); a run left alone in the last batch gets 2 threads.  A run whose metrics.jsonl already has every epoch
 and whose command.txt records the same command is not repeated (delete its directory to redo it).  Prints a markdown table of final accuracy
 and wall time (mean over seeds) and a table of every run's test top-1 per epoch, copies every finished run's metrics.jsonl and command into --keep
-(docs/results/NAME.jsonl and NAME.cmd) and draws the accuracy-vs-time and accuracy-vs-epoch plots
-with tools/plot_metrics.py.
+(docs/results/latest/NAME.jsonl and NAME.cmd) and draws the accuracy-vs-time and accuracy-vs-epoch plots
+there with tools/plot_metrics.py.  The dated sets that docs/RESULTS.md cites (docs/results/*.jsonl of
+session 6, docs/results/s8/ ...) and its plots in docs/ are never overwritten by default.
 Standard library only.
 """
 import argparse
@@ -78,11 +79,13 @@ def main():
                     help="also run fixedeq_s1: the fixed-size run with this many epochs (its own warm-up and "
                          "cosine), sized to take the progressive run's wall time")
     ap.add_argument("--torch", action="store_true", help="also run the PyTorch reference (seed 1)")
-    ap.add_argument("--plot", default=os.path.join(ROOT, "docs", "results_accuracy_vs_time.png"))
-    ap.add_argument("--plot-epoch", default=os.path.join(ROOT, "docs", "results_accuracy_vs_epoch.png"))
-    ap.add_argument("--keep", default=os.path.join(ROOT, "docs", "results"),
+    latest = os.path.join(ROOT, "docs", "results", "latest")
+    ap.add_argument("--plot", default=os.path.join(latest, "accuracy_vs_time.png"))
+    ap.add_argument("--plot-epoch", default=os.path.join(latest, "accuracy_vs_epoch.png"))
+    ap.add_argument("--keep", default=latest,
                     help="copy each finished run's metrics.jsonl and command.txt here as NAME.jsonl / NAME.cmd "
-                         "(the data behind docs/RESULTS.md and its plots); '' for no copy")
+                         "(move them next to the dated sets of docs/results/ once docs/RESULTS.md cites them); "
+                         "'' for no copy")
     a = ap.parse_args()
 
     seeds = [int(s) for s in a.seeds.split(",") if s]
@@ -195,6 +198,7 @@ def main():
             print("| %d | %s |" % (ep, " | ".join(cells)))
     for x, out in (("wall_s", a.plot), ("epoch", a.plot_epoch)):
         if curves and out:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
             cmd = [sys.executable, os.path.join(HERE, "plot_metrics.py"), "--out", out, "--x", x, "--y",
                    "test_acc"] + curves
             if subprocess.run(cmd).returncode == 0:
