@@ -152,9 +152,10 @@ static void ukr_avx2(const k_ukr_args *a)
     }
 }
 
-/* B is always packed: a 16-float row of B is a quarter of a cache line pair
- * at the row stride of the network's weights (N = 96-1536), and on an AMD
- * Zen 3 the strided in-place reads measured 8-40 % slower than one sequential
+/* B is always packed.  Read in place, each k step of a 6x16 tile takes one
+ * 64-byte row of B at the weights' row stride (N = 96-1536 floats); on the
+ * AMD Zen 3 of sessions 6-9 that measured 8-40 % slower than one sequential
  * copy per K block (best of 200 calls, one thread: 9216x192x432 75 -> 81,
- * 576x960x160 73 -> 82, 144x1536x256 55 -> 78 GFLOP/s). */
+ * 576x960x160 73 -> 82, 144x1536x256 55 -> 78 GFLOP/s) and 4.5 % slower
+ * over a V2-S forward pass at one thread. */
 const k_gemm_ukr k_ukr_avx2 = {MR, NR, ukr_avx2, 1};
