@@ -16,7 +16,7 @@ engine, and takes the median of the per-process medians (min-max = range of thos
     tools/get_ort.sh, models exported by tools/export_onnx.py, timed by ../shared/bench/ort_bench.js.
   * FP32 peak: ../shared/bench/peak_flops.c compiled and run at 1 and 2 threads at the start and
     at the end (the better "BEST zmm512" line of each); the GEMM row and the percentages use it.
-  * Demo-model rows: the Makefile's DEMO_ARCH at the demo's sizes 24, 32, 40, batch 64, AdamW.
+  * Demo-model rows: the Makefile's DEMO_ARCH at the demo's sizes 32, 36, 40, batch 64, AdamW.
   * GEMM row: `env2 bench --gemm` (k_sgemm on the V2-S 1x1-convolution shapes at 384, batch 1).
 A peer that is not installed is reported as such (with the reason) and its targets are not judged.
 Writes the tables to docs/PERFORMANCE.md between the BENCH-BEGIN/BENCH-END markers (unless
@@ -54,7 +54,7 @@ def demo_arch():
 
 
 DEMO_ARCH = demo_arch()
-DEMO_SIZES = (24, 32, 40)  # the stage sizes of DEMO_FLAGS (--size-start 24 --size-end 40, 3 stages)
+DEMO_SIZES = (32, 36, 40)  # the stage sizes of DEMO_FLAGS (--size-start 32 --size-end 40, multiple 4, 3 stages)
 # the demo recipe's compute-side settings (Makefile DEMO_FLAGS): AdamW, wd 0.05, label smoothing 0.1,
 # dropout up to 0.1, drop-path 0.1
 DEMO_OURS = ["--arch", DEMO_ARCH, "--stem", "24", "--head", "256", "--in-channels", "1", "--classes", "10",
