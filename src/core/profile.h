@@ -54,8 +54,11 @@ void env2_prof_layer_add(int fam, int n, int h, int w, int ci, int co, int k, in
         }                                                      \
     } while (0)
 
-/* PROF plus a per-layer entry for convolution shape *sh (a k_conv_shape). */
-#define PROF_CONV(fam, sh, flops, stmt)                                                                   \
+/* PROF plus a per-layer entry for convolution shape *sh (a k_conv_shape):
+ * `depthwise` (one input channel per output) and `passes` (1 for a forward
+ * pass, 2 for a backward pass with both weight and data gradients) give its
+ * floating-point operations, computed only while profiling. */
+#define PROF_CONV(fam, sh, depthwise, passes, stmt)                                                       \
     do {                                                                                                  \
         if (env2_prof_on) {                                                                               \
             double prof_t0_ = env2_prof_now();                                                            \
@@ -64,7 +67,9 @@ void env2_prof_layer_add(int fam, int n, int h, int w, int ci, int co, int k, in
             env2_prof_sec[fam] += prof_dt_;                                                               \
             env2_prof_calls[fam]++;                                                                       \
             env2_prof_layer_add(fam, (sh)->n, (sh)->h, (sh)->w, (sh)->ci, (sh)->co, (sh)->kh, (sh)->stride, \
-                                (flops), prof_dt_);                                                       \
+                                2.0 * (sh)->n * (sh)->ho * (sh)->wo * (sh)->co * (sh)->kh * (sh)->kw *    \
+                                    ((depthwise) ? 1 : (sh)->ci) * (passes),                              \
+                                prof_dt_);                                                                \
         } else {                                                                                          \
             stmt;                                                                                         \
         }                                                                                                 \

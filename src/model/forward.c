@@ -54,11 +54,10 @@ static void run_conv(const env2_model *m, const float *params, const convbn *c, 
     conv_shape(m, c, n, *h, *w, &s);
     k_epilogue ep = {model_fold_scale(m, c), model_fold_shift(m, c), c->act ? K_ACT_SILU : K_ACT_NONE, residual,
                      c->co};
-    double fl = 2.0 * n * s.ho * s.wo * s.co * s.kh * s.kw * (c->kind == T_DW ? 1 : s.ci);
-    if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, fl, k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep));
+    if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep));
     else if (c->k == 1 && c->stride == 1)
-        PROF_CONV(PROF_CONV1X1, &s, fl, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
-    else PROF_CONV(PROF_CONVKXK, &s, fl, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
+        PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
+    else PROF_CONV(PROF_CONVKXK, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
     *h = s.ho;
     *w = s.wo;
 }

@@ -260,14 +260,13 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks)
         case N_CONV: {
             const convbn *c = nd->cb;
             long rows = (long)n * nd->sh.ho * nd->sh.wo;
-            double fl = 2.0 * rows * c->co * nd->sh.kh * nd->sh.kw * (c->kind == T_DW ? 1 : nd->sh.ci);
             if (c->kind == T_DW)
-                PROF_CONV(PROF_DWCONV, &nd->sh, fl, k_dwconv_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL));
+                PROF_CONV(PROF_DWCONV, &nd->sh, 1, 1, k_dwconv_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL));
             else if (c->k == 1 && c->stride == 1)
-                PROF_CONV(PROF_CONV1X1, &nd->sh, fl,
+                PROF_CONV(PROF_CONV1X1, &nd->sh, 0, 1,
                           k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
             else
-                PROF_CONV(PROF_CONVKXK, &nd->sh, fl,
+                PROF_CONV(PROF_CONVKXK, &nd->sh, 0, 1,
                           k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
             PROF(PROF_BN, k_bn_act_fwd_train(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, m->bn_eps,
                                              c->act ? K_ACT_SILU : K_ACT_NONE, nd->a, nd->mean, nd->rstd, nd->varu));
@@ -351,12 +350,12 @@ void graph_backward(env2_trainer *t, const float *params)
                                        grads + c->beta));
             const float *in = node_input(t, nd, params, nt);
             /* weight gradient, plus the data gradient except for the stem */
-            double fl = 2.0 * rows * c->co * nd->sh.kh * nd->sh.kw * (c->kind == T_DW ? 1 : nd->sh.ci) * (i > 0 ? 2 : 1);
             if (c->kind == T_DW) {
-                PROF_CONV(PROF_DW_BWD, &nd->sh, fl, k_dwconv_bwd_weight(nt, &nd->sh, in, T, grads + c->w);
+                PROF_CONV(PROF_DW_BWD, &nd->sh, 1, i > 0 ? 2 : 1, k_dwconv_bwd_weight(nt, &nd->sh, in, T, grads + c->w);
                           if (i > 0) k_dwconv_bwd_data(nt, &nd->sh, T, params + c->w, G2));
             } else {
-                PROF_CONV(PROF_CONV_BWD, &nd->sh, fl, k_conv2d_bwd_weight(nt, &nd->sh, in, T, grads + c->w, t->conv_ws);
+                PROF_CONV(PROF_CONV_BWD, &nd->sh, 0, i > 0 ? 2 : 1,
+                          k_conv2d_bwd_weight(nt, &nd->sh, in, T, grads + c->w, t->conv_ws);
                           if (i > 0) k_conv2d_bwd_data(nt, &nd->sh, T, params + c->w, G2, t->conv_ws));
             }
             float *sw = G;
