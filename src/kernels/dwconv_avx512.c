@@ -228,24 +228,25 @@ AI void tile(const blk *b, long ix0, float *op, long os, vmask m, const int full
 /* One output pixel of one channel block, with bounds checks on the columns
  * (left and right borders).  Full blocks use plain loads and stores: on a
  * 12-pixel row the borders are a sixth of the outputs, and on AMD Zen 3 the
- * AVX2 masked forms made 12x12 and 24x24 maps 4-7 % slower. */
-static void border_blk(const geo *g, const blk *b, long ox, float *op, vmask m, int full)
+ * AVX2 masked forms made 12x12 and 24x24 maps 4-7 % slower.  The taps are
+ * unrolled for the kernel size: on the 9- and 5-pixel rows of small-image
+ * training the borders are two of every 5-9 outputs, and the rolled loops
+ * took over a quarter of the forward time. */
+AI void border_blk(const geo *g, const blk *b, long ox, float *op, vmask m, const int full, const int K)
 {
     long ix0 = ox * g->S - g->pl;
     int kx0 = ix0 < 0 ? (int)-ix0 : 0;
-    int kx1 = ix0 + g->K > g->ws ? (int)(g->ws - ix0) : g->K;
+    int kx1 = ix0 + K > g->ws ? (int)(g->ws - ix0) : K;
     vf acc = V_ZERO();
-    if (full) {
-        for (int i = 0; i < b->nky; i++)
-            for (int kx = kx0; kx < kx1; kx++)
-                acc = V_FMA(V_LOADU(b->rows[i] + (ix0 + kx) * b->xs), V_LOADU(b->wr[i] + kx * b->wsx), acc);
-        V_STOREU(op, acc);
-    } else {
-        for (int i = 0; i < b->nky; i++)
-            for (int kx = kx0; kx < kx1; kx++)
-                acc = V_FMA(V_MLOAD(m, b->rows[i] + (ix0 + kx) * b->xs), V_MLOAD(m, b->wr[i] + kx * b->wsx), acc);
-        V_MSTORE(op, m, acc);
+    UNROLL for (int i = 0; i < K; i++) {
+        if (i >= b->nky) break;
+        const float *xr = b->rows[i] + ix0 * b->xs, *wr = b->wr[i];
+        UNROLL for (int kx = 0; kx < K; kx++) {
+            if (kx < kx0 || kx >= kx1) continue;
+            acc = V_FMA(ld(m, xr + kx * b->xs, full), ld(m, wr + kx * b->wsx, full), acc);
+        }
     }
+    st(m, op, acc, full);
 }
 
 /* Output columns whose whole window lies inside the source: [*a, *b). */
@@ -297,7 +298,7 @@ AI void row_blk(const geo *g, const blk *b, long oxa, long oxb, float *yrow, lon
     const long C = g->C, pl = g->pl;
     float *o = yrow + c;
     long ox = 0;
-    for (; ox < oxa; ox++) border_blk(g, b, ox, o + ox * C, m, full);
+    for (; ox < oxa; ox++) border_blk(g, b, ox, o + ox * C, m, full, K);
     /* the partial block (at most one per row) only gets single-pixel tiles:
      * wide tiles of masked loads are large code for little gain */
     if (full) {
@@ -305,8 +306,21 @@ AI void row_blk(const geo *g, const blk *b, long oxa, long oxb, float *yrow, lon
         for (; ox + 4 <= oxb; ox += 4) tile(b, ox * S - pl, o + ox * C, C, m, full, K, S, 4);
     }
     for (; ox < oxb; ox++) tile(b, ox * S - pl, o + ox * C, C, m, full, K, S, 1);
-    for (; ox < g->wo; ox++) border_blk(g, b, ox, o + ox * C, m, full);
+    for (; ox < g->wo; ox++) border_blk(g, b, ox, o + ox * C, m, full, K);
     epi_pass(g, yrow, rbase, g->wo, c, m, full);
+}
+
+/* Lines [p, p + n) toward L1.  On the 9x9 and 5x5 maps of small-image
+ * training a source row is a few KB at a stride of C floats per pixel, and
+ * each channel-block sweep touches only 9-27 of its lines: the hardware
+ * prefetchers do not pick that up, and at batch 64 (several MB per tensor,
+ * out of L2) every line arrived at L3 latency, 3x slower than at batch 1.
+ * Each row call therefore requests the rows the next call will read and
+ * write.  Prefetches never fault, so running past the end is harmless. */
+static void pf_span(const float *p, long n)
+{
+    const char *c = (const char *)p, *e = (const char *)(p + n);
+    for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T1);
 }
 
 AI void conv_row(const geo *g, long n, long oy, const int K, const int S)
@@ -324,6 +338,8 @@ AI void conv_row(const geo *g, long n, long oy, const int K, const int S)
     }
     long rbase = (n * g->ho + oy) * g->wo;
     float *yrow = g->dst + rbase * C;
+    pf_span(g->src + (n * g->hs + iy0 + K) * g->ws * C, S * g->ws * C);
+    pf_span(yrow + g->wo * C, g->wo * C);
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
     int copy = want_copy(g);
@@ -386,8 +402,8 @@ AI void row2_blk(const geo *g, const blk *b2, long oxa, long oxb, float *yrow, l
     for (int i = 0; i < 3; i++) r1.rows[i] = b2->rows[i + 1];
     long ox = 0;
     for (; ox < oxa; ox++) {
-        border_blk(g, &r0, ox, o + ox * C, m, full);
-        border_blk(g, &r1, ox, o + (wo + ox) * C, m, full);
+        border_blk(g, &r0, ox, o + ox * C, m, full, 3);
+        border_blk(g, &r1, ox, o + (wo + ox) * C, m, full, 3);
     }
     /* 2 x 8 accumulators plus 9 weights only fit the 32 AVX-512 registers;
      * the partial block gets single-pixel tiles only, as in row_blk */
@@ -397,8 +413,8 @@ AI void row2_blk(const geo *g, const blk *b2, long oxa, long oxb, float *yrow, l
         for (; ox + 4 <= oxb; ox += 4) tile2(b2, ox - pl, o + ox * C, C, wo, m, full, 4);
     for (; ox < oxb; ox++) tile2(b2, ox - pl, o + ox * C, C, wo, m, full, 1);
     for (; ox < wo; ox++) {
-        border_blk(g, &r0, ox, o + ox * C, m, full);
-        border_blk(g, &r1, ox, o + (wo + ox) * C, m, full);
+        border_blk(g, &r0, ox, o + ox * C, m, full, 3);
+        border_blk(g, &r1, ox, o + (wo + ox) * C, m, full, 3);
     }
     epi_pass(g, yrow, rbase, 2 * wo, c, m, full);
 }
@@ -410,6 +426,8 @@ static void conv_row2(const geo *g, long n, long oy)
     long iy0 = oy - g->pt;
     long rbase = (n * g->ho + oy) * g->wo;
     float *yrow = g->dst + rbase * C;
+    pf_span(g->src + (n * g->hs + iy0 + 4) * g->ws * C, 2 * g->ws * C);
+    pf_span(yrow + 2 * g->wo * C, 2 * g->wo * C);
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
     int copy = want_copy(g);
@@ -508,6 +526,9 @@ static void tconv_row(const k_conv_shape *s, const float *dy, const float *w, fl
         nky++;
     }
     float *xrow = dx + (n * s->h + iy) * (long)s->w * C;
+    /* the next dx row, and the dy row after the last one read (see pf_span) */
+    pf_span(xrow + s->w * C, s->w * C);
+    if (nky > 0) pf_span(rows[0] + s->wo * C, s->wo * C);
     for (long ix = 0; ix < s->w; ix++) {
         long b = ix + s->pad_l;
         long ox[16], kxs[16];
@@ -600,21 +621,39 @@ static void bw_border(vf *acc, int K, int S, const float *const *rows, long xs, 
     }
 }
 
-/* One output row of one channel block; taps are summed in ox order. */
+/* A border column: the taps whose source column lies outside are skipped,
+ * as in bw_border, but on the accumulators in registers. */
+AI void bw_px_edge(vf *acc, const float *const *rows, long xs, int ky0, int ky1, long ix0, long ws, vf dv, vmask m,
+                   const int full, const int K)
+{
+    UNROLL for (int ky = 0; ky < K; ky++) {
+        if (ky < ky0 || ky >= ky1) continue;
+        const float *xr = rows[ky] + ix0 * xs;
+        UNROLL for (int kx = 0; kx < K; kx++) {
+            if (ix0 + kx < 0 || ix0 + kx >= ws) continue;
+            acc[ky * K + kx] = V_FMA(ld(m, xr + kx * xs, full), dv, acc[ky * K + kx]);
+        }
+    }
+}
+
+/* One output row of one channel block; taps are summed in ox order.  The
+ * accumulators stay in registers for the border columns too: on the 9- and
+ * 5-pixel rows of small-image training, moving them through memory for the
+ * borders (and zeroing that memory) cost as much as the interior. */
 AI void bw_row_blk(const geo *g, const float *const *rows, long xs, int ky0, int ky1, const float *dyp, vmask m,
                    double *tot, long totstride, long oxa, long oxb, const int full, const int K, const int S,
                    const int rowcheck)
 {
     const long C = g->C, pl = g->pl;
-    vf acc[25], mem[25];
-    for (int i = 0; i < K * K; i++) mem[i] = V_ZERO();
-    bw_border(mem, K, S, rows, xs, ky0, ky1, 0, oxa, pl, g->ws, dyp, C, m);
-    UNROLL for (int i = 0; i < K * K; i++) acc[i] = mem[i];
+    vf acc[25];
+    UNROLL for (int i = 0; i < K * K; i++) acc[i] = V_ZERO();
+    for (long ox = 0; ox < oxa; ox++)
+        bw_px_edge(acc, rows, xs, ky0, ky1, ox * S - pl, g->ws, ld(m, dyp + ox * C, full), m, full, K);
     for (long ox = oxa; ox < oxb; ox++)
         bw_px(acc, rows, xs, ky0, ky1, ox * S - pl, ld(m, dyp + ox * C, full), m, full, K, rowcheck);
-    UNROLL for (int i = 0; i < K * K; i++) mem[i] = acc[i];
-    bw_border(mem, K, S, rows, xs, ky0, ky1, oxb, g->wo, pl, g->ws, dyp, C, m);
-    for (int i = 0; i < K * K; i++) v_acc_double(tot + i * totstride, mem[i]);
+    for (long ox = oxb; ox < g->wo; ox++)
+        bw_px_edge(acc, rows, xs, ky0, ky1, ox * S - pl, g->ws, ld(m, dyp + ox * C, full), m, full, K);
+    UNROLL for (int i = 0; i < K * K; i++) v_acc_double(tot + i * totstride, acc[i]);
 }
 
 AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *dw, long b0, long b1, const int K,
@@ -638,6 +677,13 @@ AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *
                 for (int ky = ky0; ky < ky1; ky++) rows[ky] = x + (n * hs + iy0 + ky) * ws * C;
                 const float *dyrow = dy + (n * g->ho + oy) * g->wo * C;
                 int rowcheck = ky0 > 0 || ky1 < K;
+                /* the group's lines of the next output row and its new source
+                 * rows (see pf_span) */
+                {
+                    const float *nx = x + (n * hs + iy0 + K) * ws * C + gb * VL, *nd = dyrow + g->wo * C + gb * VL;
+                    for (long p = 0; p < S * ws; p++) pf_span(nx + p * C, gn * VL);
+                    for (long p = 0; p < g->wo; p++) pf_span(nd + p * C, gn * VL);
+                }
                 for (long b = 0; b < gn; b++) {
                     long c = (gb + b) * VL;
                     double *t = tot + b * VL;
