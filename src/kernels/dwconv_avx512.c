@@ -317,6 +317,8 @@ AI void row_blk(const geo *g, const blk *b, long oxa, long oxb, float *yrow, lon
  * out of L2) every line arrived at L3 latency, 3x slower than at batch 1.
  * Each row call therefore requests the rows the next call will read and
  * write.  Prefetches never fault, so running past the end is harmless. */
+enum { DW_PF_MAXW = 16 }; /* rows at most this many pixels wide are prefetched */
+
 static void pf_span(const float *p, long n)
 {
     const char *c = (const char *)p, *e = (const char *)(p + n);
@@ -338,8 +340,10 @@ AI void conv_row(const geo *g, long n, long oy, const int K, const int S)
     }
     long rbase = (n * g->ho + oy) * g->wo;
     float *yrow = g->dst + rbase * C;
-    pf_span(g->src + (n * g->hs + iy0 + K) * g->ws * C, S * g->ws * C);
-    pf_span(yrow + g->wo * C, g->wo * C);
+    if (g->ws <= DW_PF_MAXW) {
+        pf_span(g->src + (n * g->hs + iy0 + K) * g->ws * C, S * g->ws * C);
+        pf_span(yrow + g->wo * C, g->wo * C);
+    }
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
     int copy = want_copy(g);
@@ -426,8 +430,10 @@ static void conv_row2(const geo *g, long n, long oy)
     long iy0 = oy - g->pt;
     long rbase = (n * g->ho + oy) * g->wo;
     float *yrow = g->dst + rbase * C;
-    pf_span(g->src + (n * g->hs + iy0 + 4) * g->ws * C, 2 * g->ws * C);
-    pf_span(yrow + 2 * g->wo * C, 2 * g->wo * C);
+    if (g->ws <= DW_PF_MAXW) {
+        pf_span(g->src + (n * g->hs + iy0 + 4) * g->ws * C, 2 * g->ws * C);
+        pf_span(yrow + 2 * g->wo * C, 2 * g->wo * C);
+    }
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
     int copy = want_copy(g);
@@ -527,8 +533,10 @@ static void tconv_row(const k_conv_shape *s, const float *dy, const float *w, fl
     }
     float *xrow = dx + (n * s->h + iy) * (long)s->w * C;
     /* the next dx row, and the dy row after the last one read (see pf_span) */
-    pf_span(xrow + s->w * C, s->w * C);
-    if (nky > 0) pf_span(rows[0] + s->wo * C, s->wo * C);
+    if (s->w <= DW_PF_MAXW) {
+        pf_span(xrow + s->w * C, s->w * C);
+        if (nky > 0) pf_span(rows[0] + s->wo * C, s->wo * C);
+    }
     for (long ix = 0; ix < s->w; ix++) {
         long b = ix + s->pad_l;
         long ox[16], kxs[16];
@@ -679,7 +687,7 @@ AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *
                 int rowcheck = ky0 > 0 || ky1 < K;
                 /* the group's lines of the next output row and its new source
                  * rows (see pf_span) */
-                {
+                if (ws <= DW_PF_MAXW) {
                     const float *nx = x + (n * hs + iy0 + K) * ws * C + gb * VL, *nd = dyrow + g->wo * C + gb * VL;
                     for (long p = 0; p < S * ws; p++) pf_span(nx + p * C, gn * VL);
                     for (long p = 0; p < g->wo; p++) pf_span(nd + p * C, gn * VL);
