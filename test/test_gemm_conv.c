@@ -399,6 +399,20 @@ static void test_conv_shape(k_conv_shape s, int epk)
                   k_simd_name(levels[li]), tag);
         CHECK_MSG(same_bits(dx1, dx2, nx), "%s %s bwd_data not bit-identical", k_simd_name(levels[li]), tag);
         CHECK_MSG(same_bits(dw1, dw2, nw), "%s %s bwd_weight not bit-identical", k_simd_name(levels[li]), tag);
+        if (K <= K_CS_KMAX && s.co <= K_CS_COMAX) {
+            /* the direct kernels for few input channels form the GEMM's sums:
+             * the GEMM path must give the same bits */
+            float *yg = falloc(ny), *dwg = fcopy(dw0, nw);
+            k_conv_test_no_direct = 1;
+            k_conv2d_fwd(2, &s, x, w, yg, epp, ws);
+            k_conv2d_bwd_weight(2, &s, x, dy, dwg, ws);
+            k_conv_test_no_direct = 0;
+            CHECK_MSG(same_bits(y1, yg, ny), "%s %s fwd: direct and GEMM paths differ", k_simd_name(levels[li]), tag);
+            CHECK_MSG(same_bits(dw1, dwg, nw), "%s %s bwd_weight: direct and GEMM paths differ",
+                      k_simd_name(levels[li]), tag);
+            free(yg);
+            free(dwg);
+        }
         free(y1);
         free(y2);
         free(y3);
@@ -431,6 +445,11 @@ static void test_conv_all(void)
         {1, 13, 13, 3, 13, 5, 2, 1}, {2, 7, 13, 7, 7, 5, 2, 0},    {1, 1, 1, 7, 3, 5, 2, 1},
         {1, 8, 8, 16, 32, 3, 2, 1},  {1, 8, 8, 16, 32, 3, 2, 0},   {1, 33, 33, 3, 24, 3, 2, 1},
         {1, 6, 5, 1, 1, 5, 1, 1},    {2, 12, 10, 33, 48, 3, 1, 1},
+        /* stems (K = kh*kw*ci <= 32: the direct kernels): the demo's and V2-S's,
+         * column counts around the vector widths and the 128 limit */
+        {3, 36, 36, 1, 24, 3, 2, 0}, {2, 19, 17, 3, 24, 3, 2, 1},  {1, 13, 13, 3, 40, 3, 1, 0},
+        {2, 7, 9, 1, 8, 3, 2, 1},    {1, 12, 12, 3, 128, 3, 2, 0}, {1, 12, 12, 3, 129, 3, 2, 0},
+        {1, 9, 9, 2, 17, 3, 1, 1},
     };
     const int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int c = 0; c < nc; c++) test_conv_case(&cases[c], c % 3);
@@ -439,6 +458,9 @@ static void test_conv_all(void)
     test_conv_case(&big, 0);
     static const ccase big2 = {3, 24, 33, 64, 7, 3, 2, 1};
     test_conv_case(&big2, 1);
+    /* a stem over several chunks, each over several K blocks */
+    static const ccase big3 = {8, 130, 130, 1, 16, 3, 1, 0};
+    test_conv_case(&big3, 0);
     /* hand-made shapes: unequal and one-sided padding, non-square kernel,
      * an output smaller than the padding rules would give */
     k_conv_shape s = {1, 9, 8, 5, 6, 3, 3, 1, 0, 2, 7, 8};

@@ -127,6 +127,109 @@ static void gather_panel(const void *ctx, long i0, int mr, long pc, long kc, flo
     for (int r = 0; r < mr; r++) gather_row(cs->s, cs->x, i0 + r, pc, kc, dst + r * kc);
 }
 
+/* ---- few input channels (the stem) ---------------------------------------------
+ * K = kh*kw*ci <= K_CS_KMAX runs on the direct kernels of dwconv_avx512.c with
+ * the SIMD paths (same sums as the GEMM, so the same bits; see there). */
+int k_conv_test_no_direct;
+
+static int small_path(const k_conv_shape *s)
+{
+#if K_HAVE_X86_PATHS
+    if (!k_conv_test_no_direct && !is_pointwise(s) && (long)s->kh * s->kw * s->ci <= K_CS_KMAX &&
+        s->co <= K_CS_COMAX) {
+        int l = k_simd_level();
+        if (l >= K_SIMD_AVX512) return K_SIMD_AVX512;
+        if (l >= K_SIMD_AVX2) return K_SIMD_AVX2;
+    }
+#else
+    (void)s;
+#endif
+    return K_SIMD_GENERIC;
+}
+
+/* gather_row for whole rows of a few channels: element copies instead of
+ * memcpy calls of 1-3 floats. */
+static void cs_gather(const k_conv_shape *s, const float *x, long i, long n, float *dst)
+{
+    const long ci = s->ci, run = (long)s->kw * ci, K = s->kh * run;
+    long ow = i % s->wo, oh = (i / s->wo) % s->ho, nn = i / s->wo / s->ho;
+    for (long r = 0; r < n; r++) {
+        if (r > 0 && ++ow == s->wo) {
+            ow = 0;
+            if (++oh == s->ho) {
+                oh = 0;
+                nn++;
+            }
+        }
+        long ih0 = oh * s->stride - s->pad_t, iw0 = ow * s->stride - s->pad_l;
+        float *d = dst + r * K;
+        for (long kh = 0; kh < s->kh; kh++, d += run) {
+            long ih = ih0 + kh;
+            if (ih < 0 || ih >= s->h) {
+                for (long j = 0; j < run; j++) d[j] = 0.0f;
+                continue;
+            }
+            const float *line = x + (nn * s->h + ih) * s->w * ci;
+            for (long kw = 0; kw < s->kw; kw++) {
+                long iw = iw0 + kw;
+                const int in = iw >= 0 && iw < s->w;
+                for (long c = 0; c < ci; c++) d[kw * ci + c] = in ? line[iw * ci + c] : 0.0f;
+            }
+        }
+    }
+}
+
+typedef struct cs_job {
+    const k_conv_shape *s;
+    const float *x, *w, *dy;
+    float *y, *col, *dw;
+    const k_epilogue *ep;
+    long rows, R, kcs;
+    int path;
+} cs_job;
+
+static int cs_threads(int nt, const k_conv_shape *s, long rows)
+{
+    double work = (double)rows * s->co * s->kh * s->kw * s->ci;
+    return nt < 1 || work < 131072.0 ? 1 : nt;
+}
+
+static void cs_fwd_fn(void *arg, int ith, int nth)
+{
+    const cs_job *j = arg;
+    long i0, i1;
+    env2_range(j->rows, ith, nth, &i0, &i1);
+    if (i0 >= i1) return;
+#if K_HAVE_X86_PATHS
+    if (j->path == K_SIMD_AVX512) k_convs_fwd_avx512(j->s, j->x, j->w, j->y, j->ep, i0, i1, cs_gather);
+    else k_convs_fwd_avx2(j->s, j->x, j->w, j->y, j->ep, i0, i1, cs_gather);
+#endif
+}
+
+static void cs_gather_fn(void *arg, int ith, int nth)
+{
+    const cs_job *j = arg;
+    long i0, i1;
+    env2_range(j->R, ith, nth, &i0, &i1);
+    if (i0 < i1) cs_gather(j->s, j->x, j->rows + i0, i1 - i0, j->col + i0 * ((long)j->s->kh * j->s->kw * j->s->ci));
+}
+
+static void cs_dw_fn(void *arg, int ith, int nth)
+{
+    const cs_job *j = arg;
+    const int VL = j->path == K_SIMD_AVX512 ? 16 : 8;
+    long v0, v1;
+    env2_range((j->s->co + VL - 1) / VL, ith, nth, &v0, &v1);
+    if (v0 >= v1) return;
+    const int K = j->s->kh * j->s->kw * j->s->ci;
+#if K_HAVE_X86_PATHS
+    if (j->path == K_SIMD_AVX512) k_convs_bwd_weight_avx512(j->col, j->R, K, j->dy, j->s->co, j->dw, v0, v1, j->kcs);
+    else k_convs_bwd_weight_avx2(j->col, j->R, K, j->dy, j->s->co, j->dw, v0, v1, j->kcs);
+#else
+    (void)K;
+#endif
+}
+
 void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                   float *ws)
 {
@@ -135,6 +238,14 @@ void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
     if (rows <= 0 || s->co <= 0) return;
     if (is_pointwise(s)) {
         k_sgemm(nt, 0, 0, rows, s->co, s->ci, 1.0f, x, s->ci, w, s->co, 0.0f, y, s->co, ep);
+        return;
+    }
+    int path = small_path(s);
+    if (path != K_SIMD_GENERIC) {
+        /* an epilogue that does nothing is no epilogue, as in the GEMM */
+        if (ep && !ep->scale && !ep->bias && !ep->residual && ep->act == K_ACT_NONE) ep = NULL;
+        cs_job j = {s, x, w, NULL, y, NULL, NULL, ep, rows, 0, 0, path};
+        k_par_run(cs_threads(nt, s, rows), cs_fwd_fn, &j);
         return;
     }
     col_src src = {s, x};
@@ -320,6 +431,18 @@ void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const fl
      * slice of ws and multiplies them single-threaded.  One parallel region
      * for the whole pass, and a dw element's sum is the same chunk-by-chunk
      * GEMM whichever task owns it. */
+    int path = small_path(s);
+    if (path != K_SIMD_GENERIC) {
+        /* the same chunks as below; within one, the GEMM's K blocks */
+        const long L = chunk_lines(s), lines = (long)s->n * s->ho;
+        for (long l0 = 0; l0 < lines; l0 += L) {
+            long l1 = l0 + L < lines ? l0 + L : lines, R = (l1 - l0) * s->wo;
+            cs_job j = {s, x, NULL, dy + l0 * s->wo * s->co, NULL, ws, dw, NULL, l0 * s->wo, R, k_gemm_kc(R), path};
+            k_par_run(cs_threads(nt, s, R), cs_gather_fn, &j);
+            k_par_run(cs_threads(nt, s, R), cs_dw_fn, &j);
+        }
+        return;
+    }
     bwdw_job j = {s, x, dy, dw, ws, chunk_lines(s), (K + 15) / 16, K};
     k_par_run(nt, bwdw_fn, &j);
 }

@@ -740,3 +740,160 @@ void DW_NAME(k_dw_bwd_weight)(const k_conv_shape *s, const float *x, const float
     else if (g.K == 5 && g.S == 1) bw_blocks(&g, s->n, x, dy, dw, b0, b1, 5, 1);
     else if (g.K == 5 && g.S == 2) bw_blocks(&g, s->n, x, dy, dw, b0, b1, 5, 2);
 }
+
+/* ---- dense convolution with few input channels ---------------------------------
+ * The stem (ci = 1 or 3, so K = kh*kw*ci = 9 or 27 products per output) lives
+ * here because it shares this file's two builds, not its algorithm.  As a GEMM
+ * it ran at 6-17 GFLOP/s: a 9-step K loop per tile does not pay for packing
+ * and the tile write-out, and its weight gradient (M = K rows) was one thread.
+ * Each output is still the GEMM's sum, so the bits are the same:
+ *  - forward: y = sum over k ascending of col[k] * w[k] by FMA from zero, then
+ *    the GEMM epilogue (scale, bias, activation, residual, in that order);
+ *  - weight gradient: per K block of the GEMM's rule (k_gemm_kc), the block's
+ *    rows summed by FMA from zero in row order, then added to dw.
+ * col is the im2col row of conv.c's gather (zeros for padding), so padded taps
+ * go through the same FMA with 0 as in the GEMM. */
+
+enum { CS_PX = 4, CS_NV = 3, CS_KHMAX = K_CS_KMAX };
+
+/* NP pixels x NV vectors of columns from c.  Pixel p's im2col row is KH runs
+ * of `run` floats at rp[p * KH + kh] (in x itself for a pixel whose window is
+ * inside, else in a gathered copy); k = kh * run + j ascending, as in the
+ * GEMM.  The weights are pre-padded to whole vectors (wp, ldw floats per k);
+ * the last vector stores only its valid lanes when it is partial. */
+AI void cs_tile(const float *const *rp, int KH, int run, const float *wp, long ldw, long c, float *y, long ldy,
+                long co, const k_epilogue *ep, const float *res, long ldr, const int NP, const int NV)
+{
+    vf acc[CS_PX][CS_NV];
+    UNROLL for (int p = 0; p < NP; p++) UNROLL for (int j = 0; j < NV; j++) acc[p][j] = V_ZERO();
+    const float *wk = wp + c;
+    for (int kh = 0; kh < KH; kh++) {
+        const float *r[CS_PX];
+        UNROLL for (int p = 0; p < NP; p++) r[p] = rp[p * KH + kh];
+        for (int t = 0; t < run; t++, wk += ldw) {
+            vf wv[CS_NV];
+            UNROLL for (int j = 0; j < NV; j++) wv[j] = V_LOADU(wk + j * VL);
+            UNROLL for (int p = 0; p < NP; p++) {
+                vf a = V_SET1(r[p][t]);
+                UNROLL for (int j = 0; j < NV; j++) acc[p][j] = V_FMA(a, wv[j], acc[p][j]);
+            }
+        }
+    }
+    UNROLL for (int j = 0; j < NV; j++) {
+        long cj = c + j * VL;
+        int full = cj + VL <= co;
+        vmask m = full ? V_FULL : v_tail(co - cj);
+        UNROLL for (int p = 0; p < NP; p++) {
+            vf v = acc[p][j];
+            if (ep) {
+                /* the order and operations of the GEMM epilogue (finish()) */
+                if (ep->scale) v = V_MUL(v, ld(m, ep->scale + cj, full));
+                if (ep->bias) v = V_ADD(v, ld(m, ep->bias + cj, full));
+                if (ep->act == K_ACT_SILU) v = v_silu(v);
+                else if (ep->act == K_ACT_SIGMOID) v = v_sigmoid(v);
+                if (res) v = V_ADD(v, ld(m, res + p * ldr + cj, full));
+            }
+            st(m, y + p * ldy + cj, v, full);
+        }
+    }
+}
+
+AI void cs_cols(const float *const *rp, int KH, int run, const float *wp, long ldw, float *y, long co,
+                const k_epilogue *ep, const float *res, long ldr, const int NP)
+{
+    for (long c = 0; c < co; c += CS_NV * VL) {
+        int nv = (int)((co - c + VL - 1) / VL);
+        if (nv >= 3) cs_tile(rp, KH, run, wp, ldw, c, y, co, co, ep, res, ldr, NP, 3);
+        else if (nv == 2) cs_tile(rp, KH, run, wp, ldw, c, y, co, co, ep, res, ldr, NP, 2);
+        else cs_tile(rp, KH, run, wp, ldw, c, y, co, co, ep, res, ldr, NP, 1);
+    }
+}
+
+/* Output pixels [i0, i1) (n*ho*wo order).  gather writes the im2col rows of
+ * pixels [i, i + n), K floats each (used for the pixels whose window
+ * crosses the border).  K <= K_CS_KMAX, co <= K_CS_COMAX. */
+void DW_NAME(k_convs_fwd)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                          long i0, long i1, k_cs_gather_fn gather)
+{
+    const int KH = s->kh, run = s->kw * s->ci, K = KH * run;
+    const long co = s->co, ldw = (co + VL - 1) / VL * VL, ci = s->ci;
+    float colbuf[CS_PX * K_CS_KMAX];
+    const float *rp[CS_PX * CS_KHMAX];
+    /* weights padded with zeros to whole vectors: no masked loads in the k loop */
+    vf wv_store[K_CS_KMAX * ((K_CS_COMAX + VL - 1) / VL)];
+    float *wp = (float *)wv_store;
+    for (int k = 0; k < K; k++)
+        for (long c = 0; c < ldw; c++) wp[k * ldw + c] = c < co ? w[k * co + c] : 0.0f;
+    const long res_ld = ep ? ep->ldr : 0;
+    /* the pixel's coordinates, stepped rather than divided out per pixel */
+    long ow = i0 % s->wo, oh = (i0 / s->wo) % s->ho, n = i0 / s->wo / s->ho;
+    for (long i = i0; i < i1; i += CS_PX) {
+        int np = i1 - i < CS_PX ? (int)(i1 - i) : CS_PX;
+        for (int p = 0; p < np; p++) {
+            long ih0 = oh * s->stride - s->pad_t, iw0 = ow * s->stride - s->pad_l;
+            if (ih0 >= 0 && ih0 + KH <= s->h && iw0 >= 0 && iw0 + s->kw <= s->w) {
+                for (int kh = 0; kh < KH; kh++) rp[p * KH + kh] = x + ((n * s->h + ih0 + kh) * s->w + iw0) * ci;
+            } else {
+                gather(s, x, i + p, 1, colbuf + p * K);
+                for (int kh = 0; kh < KH; kh++) rp[p * KH + kh] = colbuf + p * K + kh * run;
+            }
+            if (++ow == s->wo) {
+                ow = 0;
+                if (++oh == s->ho) {
+                    oh = 0;
+                    n++;
+                }
+            }
+        }
+        const float *res = ep && ep->residual ? ep->residual + i * res_ld : NULL;
+        if (np == CS_PX) {
+            cs_cols(rp, KH, run, wp, ldw, y + i * co, co, ep, res, res_ld, CS_PX);
+        } else {
+            for (int p = 0; p < np; p++)
+                cs_cols(rp + p * KH, KH, run, wp, ldw, y + (i + p) * co, co, ep, res ? res + p * res_ld : NULL, res_ld,
+                        1);
+        }
+    }
+}
+
+/* G taps k0.. of one column vector c over rows [r0, r1). */
+AI void cs_dw_group(const float *col, int K, int k0, const float *dy, long co, long c, long r0, long r1, float *dw,
+                    const int G)
+{
+    const int full = c + VL <= co;
+    const vmask m = full ? V_FULL : v_tail(co - c);
+    vf acc[12];
+    UNROLL for (int g = 0; g < G; g++) acc[g] = V_ZERO();
+    for (long r = r0; r < r1; r++) {
+        vf dv = ld(m, dy + r * co + c, full);
+        const float *cr = col + r * K + k0;
+        UNROLL for (int g = 0; g < G; g++) acc[g] = V_FMA(V_SET1(cr[g]), dv, acc[g]);
+    }
+    UNROLL for (int g = 0; g < G; g++) {
+        float *d = dw + (long)(k0 + g) * co + c;
+        st(m, d, V_ADD(ld(m, d, full), acc[g]), full);
+    }
+}
+
+/* dw[K][co] += col[R][K]^T dy[R][co] for the column vectors [v0, v1), K blocks
+ * of kcs rows as in the GEMM. */
+void DW_NAME(k_convs_bwd_weight)(const float *col, long R, int K, const float *dy, long co, float *dw, long v0,
+                                 long v1, long kcs)
+{
+    for (long r0 = 0; r0 < R; r0 += kcs) {
+        long r1 = r0 + kcs < R ? r0 + kcs : R;
+        for (long v = v0; v < v1; v++) {
+            long c = v * VL;
+            for (int k0 = 0; k0 < K; k0 += 12) {
+                int g = K - k0 < 12 ? K - k0 : 12;
+                switch (g) {
+#define CS_G(n)                                                                                                  \
+    case n: cs_dw_group(col, K, k0, dy, co, c, r0, r1, dw, n); break;
+                    CS_G(1) CS_G(2) CS_G(3) CS_G(4) CS_G(5) CS_G(6) CS_G(7) CS_G(8) CS_G(9) CS_G(10) CS_G(11)
+                    CS_G(12)
+#undef CS_G
+                }
+            }
+        }
+    }
+}

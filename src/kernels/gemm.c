@@ -578,6 +578,12 @@ static void gemm_grid_fn(void *arg, int ith, int nth)
     gemm_rect(p, r0 * MR, m1 < p->M ? m1 : p->M, c0 * NR, n1 < p->N ? n1 : p->N);
 }
 
+long k_gemm_kc(long K)
+{
+    long nkb = (K + KC_MAX - 1) / KC_MAX;
+    return nkb > 0 ? (K + nkb - 1) / nkb : K;
+}
+
 static void gemm_run(int nt, gemm_prob *p)
 {
     if (p->M <= 0 || p->N <= 0) return;
@@ -589,8 +595,7 @@ static void gemm_run(int nt, gemm_prob *p)
         k_par_run(nt, scale_only_fn, p);
         return;
     }
-    long nkb = (p->K + KC_MAX - 1) / KC_MAX;
-    p->kcs = (p->K + nkb - 1) / nkb;
+    p->kcs = k_gemm_kc(p->K);
     const long MR = p->u->mr, NR = p->u->nr;
     p->ncs = (B_BLOCK_BYTES / (long)sizeof(float) / p->kcs) / NR * NR;
     if (p->ncs < NR) p->ncs = NR;

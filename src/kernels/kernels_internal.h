@@ -94,6 +94,8 @@ void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, c
 /* Test hook: nonzero makes k_sgemm behave as if its packing buffer could not
  * be allocated, so that the fallback path can be compared bit for bit. */
 extern int k_gemm_test_no_buffer;
+/* Tests: nonzero sends few-input-channel convolutions through the GEMM (conv.c). */
+extern int k_conv_test_no_direct;
 
 /* ---- vector activations for the ISA files -----------------------------------
  * exp(x) by range reduction x = n*ln2 + r and a degree-6 polynomial on
@@ -219,6 +221,26 @@ void k_bn_dx_avx512(const float *x, const float *dy, float *dx, long rows, int C
                     const float *rstd, const float *gamma, const float *m1, const float *m2);
 void k_bn_dx_avx2(const float *x, const float *dy, float *dx, long rows, int C, int c0, int c1, const float *mean,
                   const float *rstd, const float *gamma, const float *m1, const float *m2);
+#endif
+
+/* ---- dense convolution with few input channels (dwconv_avx512.c / _avx2.c) -----
+ * For K = kh*kw*ci <= K_CS_KMAX and co <= K_CS_COMAX (the stem); conv.c owns
+ * the threading, the chunks and the choice of path.  The gather writes the
+ * im2col rows of output pixels [i, i + n), K floats each, zeros for padding. */
+enum { K_CS_KMAX = 32, K_CS_COMAX = 128, K_CS_CHUNK = 64 };
+typedef void (*k_cs_gather_fn)(const k_conv_shape *s, const float *x, long i, long n, float *dst);
+/* The K block size the GEMM uses for a problem with this K (a function of K
+ * only); kernels that must reproduce a GEMM's sums block by block use it. */
+long k_gemm_kc(long K);
+#if K_HAVE_X86_PATHS
+void k_convs_fwd_avx512(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                        long i0, long i1, k_cs_gather_fn gather);
+void k_convs_fwd_avx2(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                      long i0, long i1, k_cs_gather_fn gather);
+void k_convs_bwd_weight_avx512(const float *col, long R, int K, const float *dy, long co, float *dw, long v0,
+                               long v1, long kcs);
+void k_convs_bwd_weight_avx2(const float *col, long R, int K, const float *dy, long co, float *dw, long v0,
+                             long v1, long kcs);
 #endif
 
 /* SiLU (bwd = 0: y = silu(x)) or its backward (bwd = 1: y = dy * silu'(x))
