@@ -94,6 +94,16 @@ static void test_gemm_case(long M, long N, long K, int ta, int tb, float alpha, 
                   k_simd_name(levels[li]), M, N, K, ta, tb);
         CHECK_MSG(same_bits(c1, c3, M * ldc), "%s packed vs fallback differ M=%ld N=%ld K=%ld ta=%d tb=%d",
                   k_simd_name(levels[li]), M, N, K, ta, tb);
+        if (N % 24 == 0 && N % 16 != 0) {
+            /* the AVX2 4 x 24 kernel against the 6 x 16 one it stands in for */
+            float *c5 = fcopy(C0, M * ldc);
+            k_gemm_test_one_ukr = 1;
+            k_sgemm(2, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, c5, ldc, epp);
+            k_gemm_test_one_ukr = 0;
+            CHECK_MSG(same_bits(c1, c5, M * ldc), "%s N=24k kernel vs default differ M=%ld N=%ld K=%ld ta=%d tb=%d",
+                      k_simd_name(levels[li]), M, N, K, ta, tb);
+            free(c5);
+        }
         int pad_ok = 1;
         for (long i = 0; i < M; i++)
             for (long j = N; j < ldc; j++) pad_ok &= c1[i * ldc + j] == 12345.0f && c2[i * ldc + j] == 12345.0f;
@@ -139,6 +149,8 @@ static void test_gemm_all(void)
         {1, 1, 1},    {1, 7, 13},    {7, 1, 33},   {13, 13, 7},   {7, 33, 13},   {33, 7, 1},    {14, 32, 16},
         {15, 33, 17}, {29, 17, 64},  {33, 65, 33}, {28, 48, 100}, {43, 24, 216}, {100, 9, 385}, {5, 100, 800},
         {57, 40, 3},  {6, 16, 1},    {3, 70, 11},  {70, 3, 29},   {16, 16, 16},  {13, 47, 384}, {2, 8, 769},
+        /* N a multiple of 24 and not of 16: the AVX2 4 x 24 kernel */
+        {7, 72, 400}, {4, 120, 5},   {9, 24, 777},
     };
     const int nc = (int)(sizeof cases / sizeof cases[0]);
     int v = 0;

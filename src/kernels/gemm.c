@@ -49,6 +49,7 @@
 #define MIN_FLOPS_PER_THREAD (64L * 64 * 64)
 
 int k_gemm_test_no_buffer;
+int k_gemm_test_one_ukr;
 
 /* ---- portable micro-kernel --------------------------------------------------
  * A 4 x 8 tile.  With GCC/Clang the accumulators are generic 4-float vectors
@@ -135,12 +136,16 @@ static void ukr_generic(const k_ukr_args *a)
 
 const k_gemm_ukr k_ukr_generic = {GMR, GNR, ukr_generic, 0};
 
-static const k_gemm_ukr *pick_ukr(void)
+/* The micro-kernel for an N columns wide problem.  Which kernel runs never
+ * changes a sum: each is the same FMAs in the same k order. */
+static const k_gemm_ukr *pick_ukr(long N)
 {
 #if K_HAVE_X86_PATHS
     int l = k_simd_level();
     if (l >= K_SIMD_AVX512) return &k_ukr_avx512;
-    if (l >= K_SIMD_AVX2) return &k_ukr_avx2;
+    if (l >= K_SIMD_AVX2) return N % 24 == 0 && N % 16 != 0 && !k_gemm_test_one_ukr ? &k_ukr_avx2_n24 : &k_ukr_avx2;
+#else
+    (void)N;
 #endif
     return &k_ukr_generic;
 }
@@ -589,7 +594,7 @@ static void gemm_run(int nt, gemm_prob *p)
     if (p->M <= 0 || p->N <= 0) return;
     const k_epilogue *ep = p->ep;
     if (ep && !ep->scale && !ep->bias && !ep->residual && ep->act == K_ACT_NONE) p->ep = NULL;
-    p->u = pick_ukr();
+    p->u = pick_ukr(p->N);
     nt = threads_for((double)p->M * (double)p->N * (double)(p->K > 0 ? p->K : 1), nt);
     if (p->K <= 0 || p->alpha == 0.0f) {
         k_par_run(nt, scale_only_fn, p);

@@ -159,3 +159,76 @@ static void ukr_avx2(const k_ukr_args *a)
  * 576x960x160 73 -> 82, 144x1536x256 55 -> 78 GFLOP/s) and 4.5 % slower
  * over a V2-S forward pass at one thread. */
 const k_gemm_ukr k_ukr_avx2 = {MR, NR, ukr_avx2, 1};
+
+/* ---- 4 x 24 variant -----------------------------------------------------------
+ * For N a multiple of 24 but not of 16 (24, 72, 120: the 24-channel
+ * convolutions of the first stages and their gradients), where the 6 x 16
+ * kernel ends every row of tiles in a 6 x 8 half tile whose 6 accumulators
+ * cannot cover the FMA latency.  Per k step: three 8-float loads of B, 4
+ * broadcasts, 12 FMAs in 12 accumulators (16 ymm registers in all).  The
+ * same FMAs in the same k order, and the same finish(), so the same bits as
+ * the 6 x 16 kernel. */
+#define ROWS4(X) X(0) X(1) X(2) X(3)
+
+K_INLINE void ukr24_body(const k_ukr_args *a, const int arow)
+{
+#define DECL24(r) __m256 c##r##a = _mm256_setzero_ps(), c##r##b = _mm256_setzero_ps(), c##r##c = _mm256_setzero_ps();
+    ROWS4(DECL24)
+#undef DECL24
+#define PREFETCH_C(r)                                                                                               \
+    _mm_prefetch((const char *)(a->C + r * a->ldc), _MM_HINT_T0);                                                   \
+    _mm_prefetch((const char *)(a->C + r * a->ldc + 23), _MM_HINT_T0);
+    ROWS4(PREFETCH_C)
+#undef PREFETCH_C
+    const float *A = a->A, *B = a->B;
+    const long kc = a->kc, bks = a->b_ks, ars = arow ? a->a_rs : 1, acs = arow ? 1 : a->a_cs;
+#define FMA24(r)                                                                                                    \
+    {                                                                                                               \
+        __m256 av = _mm256_broadcast_ss(A + r * ars);                                                               \
+        c##r##a = _mm256_fmadd_ps(av, b0, c##r##a);                                                                 \
+        c##r##b = _mm256_fmadd_ps(av, b1, c##r##b);                                                                 \
+        c##r##c = _mm256_fmadd_ps(av, b2, c##r##c);                                                                 \
+    }
+    for (long k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(B), b1 = _mm256_loadu_ps(B + 8), b2 = _mm256_loadu_ps(B + 16);
+        ROWS4(FMA24)
+        A += acs;
+        B += bks;
+    }
+#undef FMA24
+    const long ldc = a->ldc;
+    if (a->mr == 4 && a->nr == 24) {
+#define DIRECT24(r)                                                                                                 \
+    {                                                                                                               \
+        float *c = a->C + r * ldc;                                                                                  \
+        _mm256_storeu_ps(c, finish(a, c##r##a, c, r, 0, 8));                                                        \
+        _mm256_storeu_ps(c + 8, finish(a, c##r##b, c + 8, r, 8, 8));                                                \
+        _mm256_storeu_ps(c + 16, finish(a, c##r##c, c + 16, r, 16, 8));                                            \
+    }
+        ROWS4(DIRECT24)
+#undef DIRECT24
+        return;
+    }
+    _Alignas(32) float tile[4 * 24];
+#define STORE24(r)                                                                                                  \
+    _mm256_store_ps(tile + r * 24, c##r##a);                                                                        \
+    _mm256_store_ps(tile + r * 24 + 8, c##r##b);                                                                    \
+    _mm256_store_ps(tile + r * 24 + 16, c##r##c);
+    ROWS4(STORE24)
+#undef STORE24
+    for (int r = 0; r < a->mr; r++) {
+        float *c = a->C + (long)r * ldc;
+        for (int j = 0; j < a->nr; j += 8) {
+            int n = a->nr - j < 8 ? a->nr - j : 8;
+            store_part(c + j, finish(a, _mm256_load_ps(tile + r * 24 + j), c + j, r, j, n), n);
+        }
+    }
+}
+
+static void ukr_avx2_n24(const k_ukr_args *a)
+{
+    if (a->a_cs == 1 && a->a_rs != 1) ukr24_body(a, 1);
+    else ukr24_body(a, 0);
+}
+
+const k_gemm_ukr k_ukr_avx2_n24 = {4, 24, ukr_avx2_n24, 1};

@@ -70,6 +70,7 @@ typedef struct k_gemm_ukr {
 extern const k_gemm_ukr k_ukr_generic;
 #if K_HAVE_X86_PATHS
 extern const k_gemm_ukr k_ukr_avx2;
+extern const k_gemm_ukr k_ukr_avx2_n24; /* 4 x 24: N a multiple of 24, not of 16 */
 extern const k_gemm_ukr k_ukr_avx512;
 #endif
 
@@ -94,6 +95,9 @@ void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, c
 /* Test hook: nonzero makes k_sgemm behave as if its packing buffer could not
  * be allocated, so that the fallback path can be compared bit for bit. */
 extern int k_gemm_test_no_buffer;
+/* Test hook: nonzero makes k_sgemm use one micro-kernel per SIMD level
+ * whatever N is (the alternatives must give the same bits). */
+extern int k_gemm_test_one_ukr;
 /* Tests: nonzero sends few-input-channel convolutions through the GEMM (conv.c). */
 extern int k_conv_test_no_direct;
 
