@@ -184,7 +184,8 @@ typedef struct cs_job {
     const float *x, *w, *dy;
     float *y, *col, *dw;
     const k_epilogue *ep;
-    long rows, R, kcs;
+    long rows;  /* forward: output pixels; weight gradient: the chunk's first pixel */
+    long R, kcs; /* weight gradient: the chunk's pixels and the GEMM's K block size for them */
     int path;
 } cs_job;
 
@@ -426,11 +427,6 @@ void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const fl
         k_sgemm(nt, 1, 0, s->ci, s->co, rows, 1.0f, x, s->ci, dy, s->co, 1.0f, dw, s->co, NULL);
         return;
     }
-    /* Each task owns a band of 16-row groups of dw (columns of col) and
-     * runs every chunk for it: it gathers its columns of col into its own
-     * slice of ws and multiplies them single-threaded.  One parallel region
-     * for the whole pass, and a dw element's sum is the same chunk-by-chunk
-     * GEMM whichever task owns it. */
     int path = small_path(s);
     if (path != K_SIMD_GENERIC) {
         /* the same chunks as below; within one, the GEMM's K blocks */
@@ -443,6 +439,11 @@ void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const fl
         }
         return;
     }
+    /* Each task owns a band of 16-row groups of dw (columns of col) and
+     * runs every chunk for it: it gathers its columns of col into its own
+     * slice of ws and multiplies them single-threaded.  One parallel region
+     * for the whole pass, and a dw element's sum is the same chunk-by-chunk
+     * GEMM whichever task owns it. */
     bwdw_job j = {s, x, dy, dw, ws, chunk_lines(s), (K + 15) / 16, K};
     k_par_run(nt, bwdw_fn, &j);
 }

@@ -137,6 +137,7 @@ typedef struct geo {
     long ldr;
     int act;
     long cfull;             /* channels covered by full VL-lane blocks */
+    long src_n, dst_n;      /* floats in the whole source and destination (bounds of the prefetches) */
     vmask tail;             /* lanes of the last, partial block */
 } geo;
 
@@ -185,6 +186,7 @@ static void geo_init(geo *g, const k_conv_shape *s)
     g->scale = g->bias = g->res = NULL;
     g->ldr = 0;
     g->act = K_ACT_NONE;
+    g->src_n = g->dst_n = 0; /* no prefetches unless the caller sets them */
 }
 
 /* Source of one channel block during a row sweep: rows[i] points at the
@@ -310,18 +312,21 @@ AI void row_blk(const geo *g, const blk *b, long oxa, long oxb, float *yrow, lon
     epi_pass(g, yrow, rbase, g->wo, c, m, full);
 }
 
-/* Lines [p, p + n) toward L1.  On the 9x9 and 5x5 maps of small-image
+/* Lines of floats [i, i + n) of the tensor at p (nt floats) toward L2.  On
+ * the 9x9 and 5x5 maps of small-image
  * training a source row is a few KB at a stride of C floats per pixel, and
  * each channel-block sweep touches only 9-27 of its lines: the hardware
  * prefetchers do not pick that up, and at batch 64 (several MB per tensor,
  * out of L2) every line arrived at L3 latency, 3x slower than at batch 1.
  * Each row call therefore requests the rows the next call will read and
- * write.  Prefetches never fault, so running past the end is harmless. */
+ * write (clipped to the tensor, so no pointer leaves it). */
 enum { DW_PF_MAXW = 16 }; /* rows at most this many pixels wide are prefetched */
 
-static void pf_span(const float *p, long n)
+static void pf_span(const float *p, long i, long n, long nt)
 {
-    const char *c = (const char *)p, *e = (const char *)(p + n);
+    if (i < 0 || i >= nt) return;
+    if (n > nt - i) n = nt - i;
+    const char *c = (const char *)(p + i), *e = (const char *)(p + i + n);
     for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T1);
 }
 
@@ -341,8 +346,8 @@ AI void conv_row(const geo *g, long n, long oy, const int K, const int S)
     long rbase = (n * g->ho + oy) * g->wo;
     float *yrow = g->dst + rbase * C;
     if (g->ws <= DW_PF_MAXW) {
-        pf_span(g->src + (n * g->hs + iy0 + K) * g->ws * C, S * g->ws * C);
-        pf_span(yrow + g->wo * C, g->wo * C);
+        pf_span(g->src, (n * g->hs + iy0 + K) * g->ws * C, S * g->ws * C, g->src_n);
+        pf_span(g->dst, (rbase + g->wo) * C, g->wo * C, g->dst_n);
     }
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
@@ -431,8 +436,8 @@ static void conv_row2(const geo *g, long n, long oy)
     long rbase = (n * g->ho + oy) * g->wo;
     float *yrow = g->dst + rbase * C;
     if (g->ws <= DW_PF_MAXW) {
-        pf_span(g->src + (n * g->hs + iy0 + 4) * g->ws * C, 2 * g->ws * C);
-        pf_span(yrow + 2 * g->wo * C, 2 * g->wo * C);
+        pf_span(g->src, (n * g->hs + iy0 + 4) * g->ws * C, 2 * g->ws * C, g->src_n);
+        pf_span(g->dst, (rbase + 2 * g->wo) * C, 2 * g->wo * C, g->dst_n);
     }
     long oxa, oxb;
     interior_cols(g, &oxa, &oxb);
@@ -504,6 +509,8 @@ void DW_NAME(k_dw_fwd_rows)(const k_conv_shape *s, const float *x, const float *
     g.wsy = (long)s->kw * s->ci;
     g.wsx = s->ci;
     g.dst = y;
+    g.src_n = (long)s->n * s->h * s->w * s->ci;
+    g.dst_n = (long)s->n * s->ho * s->wo * s->ci;
     if (ep) {
         g.scale = ep->scale;
         g.bias = ep->bias;
@@ -523,10 +530,11 @@ static void tconv_row(const k_conv_shape *s, const float *dy, const float *w, fl
     const vmask tail = v_tail(C % VL);
     const float *rows[16], *wr[16];
     int nky = 0;
-    long a = iy + s->pad_t;
+    long a = iy + s->pad_t, r0 = -1;
     for (long ky = 0; ky < K; ky++) {
         long t = a - ky;
         if (t < 0 || t % S != 0 || t / S >= s->ho) continue;
+        if (r0 < 0) r0 = n * s->ho + t / S;
         rows[nky] = dy + (n * s->ho + t / S) * (long)s->wo * C;
         wr[nky] = w + ky * K * C;
         nky++;
@@ -534,8 +542,8 @@ static void tconv_row(const k_conv_shape *s, const float *dy, const float *w, fl
     float *xrow = dx + (n * s->h + iy) * (long)s->w * C;
     /* the next dx row, and the dy row after the last one read (see pf_span) */
     if (s->w <= DW_PF_MAXW) {
-        pf_span(xrow + s->w * C, s->w * C);
-        if (nky > 0) pf_span(rows[0] + s->wo * C, s->wo * C);
+        pf_span(dx, (n * s->h + iy + 1) * s->w * C, s->w * C, (long)s->n * s->h * s->w * C);
+        if (r0 >= 0) pf_span(dy, (r0 + 1) * s->wo * C, s->wo * C, (long)s->n * s->ho * s->wo * C);
     }
     for (long ix = 0; ix < s->w; ix++) {
         long b = ix + s->pad_l;
@@ -588,6 +596,8 @@ void DW_NAME(k_dw_bwd_data_rows)(const k_conv_shape *s, const float *dy, const f
     g.wsy = -(long)K * s->ci;
     g.wsx = -(long)s->ci;
     g.dst = dx;
+    g.src_n = (long)s->n * s->ho * s->wo * s->ci;
+    g.dst_n = (long)s->n * s->h * s->w * s->ci;
     conv_rows(&g, r0, r1);
 }
 
@@ -688,9 +698,9 @@ AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *
                 /* the group's lines of the next output row and its new source
                  * rows (see pf_span) */
                 if (ws <= DW_PF_MAXW) {
-                    const float *nx = x + (n * hs + iy0 + K) * ws * C + gb * VL, *nd = dyrow + g->wo * C + gb * VL;
-                    for (long p = 0; p < S * ws; p++) pf_span(nx + p * C, gn * VL);
-                    for (long p = 0; p < g->wo; p++) pf_span(nd + p * C, gn * VL);
+                    const long nxi = (n * hs + iy0 + K) * ws * C + gb * VL, ndi = (n * g->ho + oy + 1) * g->wo * C + gb * VL;
+                    for (long p = 0; p < S * ws; p++) pf_span(x, nxi + p * C, gn * VL, N * hs * ws * C);
+                    for (long p = 0; p < g->wo; p++) pf_span(dy, ndi + p * C, gn * VL, N * g->ho * g->wo * C);
                 }
                 for (long b = 0; b < gn; b++) {
                     long c = (gb + b) * VL;

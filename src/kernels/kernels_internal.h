@@ -231,7 +231,7 @@ void k_bn_dx_avx2(const float *x, const float *dy, float *dx, long rows, int C, 
  * For K = kh*kw*ci <= K_CS_KMAX and co <= K_CS_COMAX (the stem); conv.c owns
  * the threading, the chunks and the choice of path.  The gather writes the
  * im2col rows of output pixels [i, i + n), K floats each, zeros for padding. */
-enum { K_CS_KMAX = 32, K_CS_COMAX = 128, K_CS_CHUNK = 64 };
+enum { K_CS_KMAX = 32, K_CS_COMAX = 128 };
 typedef void (*k_cs_gather_fn)(const k_conv_shape *s, const float *x, long i, long n, float *dst);
 /* The K block size the GEMM uses for a problem with this K (a function of K
  * only); kernels that must reproduce a GEMM's sums block by block use it. */
