@@ -241,7 +241,7 @@ AI void border_blk(const geo *g, const blk *b, long ox, float *op, vmask m, cons
     int kx1 = ix0 + K > g->ws ? (int)(g->ws - ix0) : K;
     vf acc = V_ZERO();
     UNROLL for (int i = 0; i < K; i++) {
-        if (i >= b->nky) break;
+        if (i >= b->nky) continue;
         const float *xr = b->rows[i] + ix0 * b->xs, *wr = b->wr[i];
         UNROLL for (int kx = 0; kx < K; kx++) {
             if (kx < kx0 || kx >= kx1) continue;
