@@ -135,12 +135,10 @@ int k_conv_test_no_direct;
 static int small_path(const k_conv_shape *s)
 {
 #if K_HAVE_X86_PATHS
+    /* the level in effect is one of GENERIC, AVX2, AVX512: the path itself */
     if (!k_conv_test_no_direct && !is_pointwise(s) && (long)s->kh * s->kw * s->ci <= K_CS_KMAX &&
-        s->co <= K_CS_COMAX) {
-        int l = k_simd_level();
-        if (l >= K_SIMD_AVX512) return K_SIMD_AVX512;
-        if (l >= K_SIMD_AVX2) return K_SIMD_AVX2;
-    }
+        s->co <= K_CS_COMAX)
+        return k_simd_level();
 #else
     (void)s;
 #endif
