@@ -241,8 +241,6 @@ void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
     }
     int path = small_path(s);
     if (path != K_SIMD_GENERIC) {
-        /* an epilogue that does nothing is no epilogue, as in the GEMM */
-        if (ep && !ep->scale && !ep->bias && !ep->residual && ep->act == K_ACT_NONE) ep = NULL;
         cs_job j = {s, x, w, NULL, y, NULL, NULL, ep, rows, 0, 0, path};
         k_par_run(cs_threads(nt, s, rows), cs_fwd_fn, &j);
         return;

@@ -770,9 +770,11 @@ enum { CS_PX = 4, CS_NV = 3, CS_KHMAX = K_CS_KMAX };
  * of `run` floats at rp[p * KH + kh] (in x itself for a pixel whose window is
  * inside, else in a gathered copy); k = kh * run + j ascending, as in the
  * GEMM.  The weights are pre-padded to whole vectors (wp, ldw floats per k);
- * the last vector stores only its valid lanes when it is partial. */
-AI void cs_tile(const float *const *rp, int KH, int run, const float *wp, long ldw, long c, float *y, long ldy,
-                long co, const k_epilogue *ep, const float *res, long ldr, const int NP, const int NV)
+ * outputs are rows of co floats, the last vector storing only its valid
+ * lanes when it is partial.  An epilogue whose fields are all unset applies
+ * nothing, as in the GEMM. */
+AI void cs_tile(const float *const *rp, int KH, int run, const float *wp, long ldw, long c, float *y, long co,
+                const k_epilogue *ep, const float *res, long ldr, const int NP, const int NV)
 {
     vf acc[CS_PX][CS_NV];
     UNROLL for (int p = 0; p < NP; p++) UNROLL for (int j = 0; j < NV; j++) acc[p][j] = V_ZERO();
@@ -803,7 +805,7 @@ AI void cs_tile(const float *const *rp, int KH, int run, const float *wp, long l
                 else if (ep->act == K_ACT_SIGMOID) v = v_sigmoid(v);
                 if (res) v = V_ADD(v, ld(m, res + p * ldr + cj, full));
             }
-            st(m, y + p * ldy + cj, v, full);
+            st(m, y + p * co + cj, v, full);
         }
     }
 }
@@ -813,9 +815,9 @@ AI void cs_cols(const float *const *rp, int KH, int run, const float *wp, long l
 {
     for (long c = 0; c < co; c += CS_NV * VL) {
         int nv = (int)((co - c + VL - 1) / VL);
-        if (nv >= 3) cs_tile(rp, KH, run, wp, ldw, c, y, co, co, ep, res, ldr, NP, 3);
-        else if (nv == 2) cs_tile(rp, KH, run, wp, ldw, c, y, co, co, ep, res, ldr, NP, 2);
-        else cs_tile(rp, KH, run, wp, ldw, c, y, co, co, ep, res, ldr, NP, 1);
+        if (nv >= 3) cs_tile(rp, KH, run, wp, ldw, c, y, co, ep, res, ldr, NP, 3);
+        else if (nv == 2) cs_tile(rp, KH, run, wp, ldw, c, y, co, ep, res, ldr, NP, 2);
+        else cs_tile(rp, KH, run, wp, ldw, c, y, co, ep, res, ldr, NP, 1);
     }
 }
 
