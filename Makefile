@@ -85,9 +85,10 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS)) $(if $(findstring _avx2,$<),$(AVX2_FLAGS)) -c $< -o $@
 
-# dwconv_avx2.c and bn_avx2.c compile their _avx512.c a second time as the 8-lane build
+# dwconv_avx2.c, bn_avx2.c and winograd_avx2.c compile their _avx512.c a second time as the 8-lane build
 $(BUILD)/src/kernels/dwconv_avx2.o: src/kernels/dwconv_avx512.c
 $(BUILD)/src/kernels/bn_avx2.o: src/kernels/bn_avx512.c
+$(BUILD)/src/kernels/winograd_avx2.o: src/kernels/winograd_avx512.c
 
 $(STATIC): $(OBJS)
 	@rm -f $@

@@ -149,6 +149,12 @@ typedef struct env2_model_options {
     float dropout;           /**< head dropout used in training; < 0 = variant default */
     float drop_path_rate;    /**< stochastic-depth rate of the last block; < 0 = 0.2 */
     int32_t num_threads;     /**< threads for forward/training; 0 = all cores */
+    int32_t winograd;        /**< 1 (default): env2_forward and evaluation compute
+                                  3x3 stride-1 convolutions by Winograd F(4x4,3x3),
+                                  about 2x faster, results within ~1e-6 of the
+                                  output scale of the exact path; 0: the same
+                                  im2col GEMM as the training forward (bit-exact
+                                  with it).  Since 0.1. */
 } env2_model_options;
 
 /** Fills *opts with the defaults listed above.  Since 0.1. */

@@ -222,7 +222,7 @@ static const char *opt_name(int o)
 int cmd_bench(int argc, char **argv)
 {
     const char *arch = NULL;
-    int size = 0, batch = 1, threads = 0, runs = 10, warmup = 2, train = 0, classes = 1000, in_ch = 3, profile = 0;
+    int size = 0, batch = 1, threads = 0, runs = 10, warmup = 2, train = 0, classes = 1000, in_ch = 3, profile = 0, winograd = 1;
     int gemm = 0, epilogue = 0, optimizer = ENV2_OPT_SGD, keep_act = -1;
     float wd = -1, smoothing = -1, dropout = -1, drop_path = -1;
     const char *stem = NULL, *head = NULL;
@@ -261,6 +261,7 @@ int cmd_bench(int argc, char **argv)
             }
         } else if (!strcmp(a, "--train")) train = 1;
         else if (!strcmp(a, "--profile")) profile = 1;
+        else if (!strcmp(a, "--no-winograd")) winograd = 0;
         else if (!strcmp(a, "--gemm")) gemm = 1;
         else if (!strcmp(a, "--epilogue")) epilogue = 1;
         else if (a[0] != '-' && !arch) arch = a;
@@ -272,6 +273,7 @@ int cmd_bench(int argc, char **argv)
     if ((!arch && !gemm) || runs < 1 || batch < 1 || threads < 0 || size < 0) {
         fprintf(stderr,
                 "usage: env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--warmup W] [--profile]\n"
+                "         [--no-winograd]\n"
                 "         [--train [--optimizer sgd|adamw|rmsprop] [--wd X] [--label-smoothing X]\n"
                 "          [--keep-activations auto|on|off]]\n"
                 "         [--classes N] [--in-channels C] [--dropout X] [--drop-path X]\n"
@@ -283,6 +285,7 @@ int cmd_bench(int argc, char **argv)
     env2_model_options o;
     env2_model_options_init(&o);
     o.num_threads = threads;
+    o.winograd = winograd;
     o.num_classes = classes;
     o.in_channels = in_ch;
     if (stem) o.stem_channels = atoi(stem);

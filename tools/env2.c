@@ -92,6 +92,8 @@ static int model_option(const char *cmd, int argc, char **argv, int *i, model_ar
     } else if (!strcmp(a, "--weights")) {
         NEED();
         ma->weights = argv[++*i];
+    } else if (!strcmp(a, "--no-winograd")) {
+        ma->o.winograd = 0;
     } else if (!strcmp(a, "--skip-classifier")) {
         ma->skip_classifier = 1;
     } else {

@@ -77,6 +77,7 @@ ENV2_API void env2_model_options_init(env2_model_options *o)
     o->bn_momentum = 0.1f;
     o->dropout = -1.0f;
     o->drop_path_rate = -1.0f;
+    o->winograd = 1;
 }
 
 ENV2_API env2_status env2_model_create(env2_model **out, const char *arch, const env2_model_options *user)
@@ -108,6 +109,8 @@ ENV2_API env2_status env2_model_create(env2_model **out, const char *arch, const
         return fail_m(NULL, ENV2_E_INVALID_ARG, "dropout and drop_path_rate must be below 1");
     if (o.num_threads < 0 || o.num_threads > 1024)
         return fail_m(NULL, ENV2_E_INVALID_ARG, "num_threads %d out of range 0..1024", o.num_threads);
+    if (o.winograd != 0 && o.winograd != 1)
+        return fail_m(NULL, ENV2_E_INVALID_ARG, "winograd %d is neither 0 nor 1", o.winograd);
     if (o.stem_channels < 0 || o.head_channels < 0)
         return fail_m(NULL, ENV2_E_INVALID_ARG, "stem_channels/head_channels must be >= 0");
 
@@ -135,6 +138,7 @@ ENV2_API env2_status env2_model_create(env2_model **out, const char *arch, const
     m->drop_path = o.drop_path_rate >= 0 ? o.drop_path_rate : 0.2f;
     m->seed = o.seed;
     m->nthreads = o.num_threads;
+    m->winograd = o.winograd;
     s = model_build(m, te);
     if (s) {
         model_free_contents(m);

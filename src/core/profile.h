@@ -18,6 +18,7 @@ enum {
     PROF_HEAD,          /* pooling, dropout, classifier, loss */
     PROF_OPTIM,         /* optimizer, BN running statistics, EMA */
     PROF_LAYOUT,        /* NCHW <-> NHWC, input copies */
+    PROF_WINO,          /* 3x3 stride-1 convolutions by Winograd, inference forward */
     PROF_COUNT
 };
 

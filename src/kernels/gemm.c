@@ -150,6 +150,8 @@ static const k_gemm_ukr *pick_ukr(long N)
     return &k_ukr_generic;
 }
 
+const k_gemm_ukr *k_gemm_pick_ukr(long N) { return pick_ukr(N); }
+
 /* ---- per-thread packing buffer ----------------------------------------------
  * One buffer per thread, allocated at the thread's first GEMM and kept for
  * its life (a pthread key frees it when the thread exits).  It has the
@@ -189,6 +191,8 @@ static float *tl_buffer(size_t floats)
     tl_cap = bytes / sizeof(float);
     return p;
 }
+
+float *k_gemm_scratch(size_t floats) { return tl_buffer(floats); }
 
 /* ---- problem description and packing ------------------------------------------ */
 typedef struct gemm_prob {

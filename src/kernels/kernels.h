@@ -91,6 +91,19 @@ void k_conv2d_fwd_ref(const k_conv_shape *s, const float *x, const float *w, flo
 void k_conv2d_bwd_data_ref(const k_conv_shape *s, const float *dy, const float *w, float *dx);
 void k_conv2d_bwd_weight_ref(const k_conv_shape *s, const float *x, const float *dy, float *dw);
 
+/* 3x3 stride-1 forward by Winograd F(4x4, 3x3) (winograd.c), for inference:
+ * about 2.25x fewer multiply-adds than the GEMM path, results within about
+ * 1e-6 of the output scale of it but not bit-identical.  k_wino_ok() says
+ * whether a shape qualifies (3x3, stride 1, any padding); ws holds
+ * k_wino_workspace() floats (the transformed filter; independent of nt).
+ * Same epilogue and aliasing rules as k_conv2d_fwd. */
+int k_wino_ok(const k_conv_shape *s);
+size_t k_wino_workspace(const k_conv_shape *s);
+void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                       float *ws);
+/* Tests: caps the transforms' SIMD build (-1 = the level in effect). */
+extern int k_wino_test_level;
+
 /* ---- depthwise convolution, NHWC, weight [kh][kw][c] ----------------------- */
 void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep);
 void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx);

@@ -74,6 +74,14 @@ extern const k_gemm_ukr k_ukr_avx2_n24; /* 4 x 24: N a multiple of 24, not of 16
 extern const k_gemm_ukr k_ukr_avx512;
 #endif
 
+/* The micro-kernel k_sgemm uses for an N columns wide problem at the SIMD
+ * level in effect, for kernels that drive it themselves (winograd.c). */
+const k_gemm_ukr *k_gemm_pick_ukr(long N);
+/* The calling thread's GEMM packing buffer, at least `floats` long (it is
+ * kept for the thread's life), or NULL when it cannot be allocated.  Only
+ * for code that does not call k_sgemm while using it. */
+float *k_gemm_scratch(size_t floats);
+
 /* GEMM whose A operand (M x K, alpha = 1, B not transposed) is produced on
  * demand: pack(ctx, i0, mr, pc, kc, dst) writes rows i0 .. i0+mr-1, columns
  * pc .. pc+kc-1 of A row-major into dst (row stride kc).  Convolutions use it

@@ -26,6 +26,7 @@ static void plan_conv(const env2_model *m, const convbn *c, int n, int *h, int *
     if (out > p->act) p->act = out;
     if (c->kind == T_CONV) {
         size_t ws = k_conv2d_workspace(&s, nt);
+        if (m->winograd && k_wino_ok(&s) && k_wino_workspace(&s) > ws) ws = k_wino_workspace(&s);
         if (ws > p->conv_ws) p->conv_ws = ws;
     }
     *h = s.ho;
@@ -57,6 +58,8 @@ static void run_conv(const env2_model *m, const float *params, const convbn *c, 
     if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep));
     else if (c->k == 1 && c->stride == 1)
         PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
+    else if (m->winograd && k_wino_ok(&s))
+        PROF_CONV(PROF_WINO, &s, 0, 1, k_conv2d_fwd_wino(nt, &s, x, params + c->w, y, &ep, ws));
     else PROF_CONV(PROF_CONVKXK, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
     *h = s.ho;
     *w = s.wo;

@@ -80,6 +80,7 @@ struct env2_model {
     arch_def arch;
     char arch_string[1024];
     int classes, in_ch, padding, nthreads;
+    int winograd;             /* inference 3x3 stride-1 convolutions by Winograd */
     float bn_eps, bn_momentum, dropout, drop_path;
     uint64_t seed;
 

@@ -1,0 +1,211 @@
+/* Winograd F(4x4, 3x3) transforms, included by winograd.c (portable build)
+ * and winograd_avx2.c / winograd_avx512.c (the same C compiled for those
+ * ISAs) with WT_NAME(f) naming each build's functions.  The loops run over
+ * channels, innermost and contiguous in NHWC, so the compiler vectorizes
+ * them; every build does the same operations in the same order.
+ *
+ * With d the 6 x 6 input patch, g the 3 x 3 filter and m = U (.) V the
+ * elementwise product of their transforms summed over input channels:
+ *   V = B^T d B,  U = G g G^T,  Y = A^T m A  (4 x 4 outputs)
+ * B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
+ *        0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ * G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+ *        1/24 -1/12 1/6; 0 0 1]
+ * A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * (interpolation points 0, +-1, +-2 and infinity: the usual choice, whose
+ * rounding error stays near 1e-6 of the output scale in float). */
+
+#define WT_CB 64 /* channels per pass: the small arrays below stay in L1 */
+#ifndef WT_NO_MEMCPY
+#if defined(__GNUC__) && !defined(__clang__)
+#define WT_NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define WT_NO_MEMCPY
+#endif
+#endif
+
+/* V[p][q][c] (p = 6i + j, q < tbp, row stride ci) for tiles t0 .. t0+cnt-1;
+ * rows cnt .. tbp-1 are zeroed, because the micro-kernel reads whole MR-row
+ * panels. */
+WT_EXPORT void WT_NAME(k_wino_in)(const k_conv_shape *s, const float *x, long t0, int cnt, int tbp, float *V)
+{
+    static const float zeros[WT_CB];
+    const int ci = s->ci, tw = (s->wo + 3) / 4, th = (s->ho + 3) / 4;
+    const long pstride = (long)tbp * ci;
+    for (int q = 0; q < cnt; q++) {
+        long t = t0 + q, nn = t / ((long)th * tw), r = t % ((long)th * tw);
+        int iy0 = (int)(r / tw) * 4 - s->pad_t, ix0 = (int)(r % tw) * 4 - s->pad_l;
+        const float *src[6][6];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++) {
+                int iy = iy0 + i, ix = ix0 + j;
+                src[i][j] = iy >= 0 && iy < s->h && ix >= 0 && ix < s->w ? x + ((nn * s->h + iy) * s->w + ix) * ci
+                                                                          : NULL;
+            }
+        for (int c0 = 0; c0 < ci; c0 += WT_CB) {
+            const int cb = ci - c0 < WT_CB ? ci - c0 : WT_CB;
+            float tmp[6][6][WT_CB];
+            for (int j = 0; j < 6; j++) {
+                const float *d[6];
+                for (int i = 0; i < 6; i++) d[i] = src[i][j] ? src[i][j] + c0 : zeros;
+                const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5];
+                SIMD_LOOP
+                for (int c = 0; c < cb; c++) {
+                    float a0 = d0[c], a1 = d1[c], a2 = d2[c], a3 = d3[c], a4 = d4[c], a5 = d5[c];
+                    tmp[0][j][c] = 4.0f * a0 - 5.0f * a2 + a4;
+                    tmp[1][j][c] = (a3 + a4) - 4.0f * (a1 + a2);
+                    tmp[2][j][c] = (a4 - a3) + 4.0f * (a1 - a2);
+                    tmp[3][j][c] = (a4 - a2) + 2.0f * (a3 - a1);
+                    tmp[4][j][c] = (a4 - a2) - 2.0f * (a3 - a1);
+                    tmp[5][j][c] = 4.0f * a1 - 5.0f * a3 + a5;
+                }
+            }
+            for (int i = 0; i < 6; i++) {
+                /* separate pointers: with v[k * pstride + c] gcc sees a
+                 * "complicated access pattern" and does not vectorize */
+                float *v0 = V + (long)(6 * i) * pstride + (long)q * ci + c0, *v1 = v0 + pstride,
+                      *v2 = v1 + pstride, *v3 = v2 + pstride, *v4 = v3 + pstride, *v5 = v4 + pstride;
+                SIMD_LOOP
+                for (int c = 0; c < cb; c++) {
+                    float a0 = tmp[i][0][c], a1 = tmp[i][1][c], a2 = tmp[i][2][c], a3 = tmp[i][3][c],
+                          a4 = tmp[i][4][c], a5 = tmp[i][5][c];
+                    v0[c] = 4.0f * a0 - 5.0f * a2 + a4;
+                    v1[c] = (a3 + a4) - 4.0f * (a1 + a2);
+                    v2[c] = (a4 - a3) + 4.0f * (a1 - a2);
+                    v3[c] = (a4 - a2) + 2.0f * (a3 - a1);
+                    v4[c] = (a4 - a2) - 2.0f * (a3 - a1);
+                    v5[c] = 4.0f * a1 - 5.0f * a3 + a5;
+                }
+            }
+        }
+    }
+    if (cnt < tbp)
+        for (int p = 0; p < 36; p++) memset(V + p * pstride + (long)cnt * ci, 0, sizeof(float) * (size_t)(tbp - cnt) * ci);
+}
+
+/* Output channels [c0, c0 + cw) of tiles t0 .. t0+cnt-1 from
+ * M[p][q][c - c0] (row stride cwp), with the epilogue; outputs past the
+ * image's bottom or right edge are not written. */
+WT_EXPORT WT_NO_MEMCPY void WT_NAME(k_wino_out)(const k_conv_shape *s, const float *M, int tbp, int cwp, long t0, int cnt, int c0,
+                                   int cw, const k_epilogue *ep, float *y)
+{
+    const int co = s->co, tw = (s->wo + 3) / 4, th = (s->ho + 3) / 4;
+    const long pstride = (long)tbp * cwp;
+    for (int q = 0; q < cnt; q++) {
+        long t = t0 + q, nn = t / ((long)th * tw), r = t % ((long)th * tw);
+        int oy0 = (int)(r / tw) * 4, ox0 = (int)(r % tw) * 4;
+        int ny = s->ho - oy0 < 4 ? s->ho - oy0 : 4, nx = s->wo - ox0 < 4 ? s->wo - ox0 : 4;
+        for (int cc = 0; cc < cw; cc += WT_CB) {
+            const int cb = cw - cc < WT_CB ? cw - cc : WT_CB, ch = c0 + cc;
+            float tmp[4][6][WT_CB];
+            for (int j = 0; j < 6; j++) {
+                const float *m0 = M + (long)j * pstride + (long)q * cwp + cc, *m1 = m0 + 6 * pstride,
+                            *m2 = m1 + 6 * pstride, *m3 = m2 + 6 * pstride, *m4 = m3 + 6 * pstride,
+                            *m5 = m4 + 6 * pstride;
+                SIMD_LOOP
+                for (int c = 0; c < cb; c++) {
+                    float a0 = m0[c], a1 = m1[c], a2 = m2[c], a3 = m3[c], a4 = m4[c], a5 = m5[c];
+                    tmp[0][j][c] = a0 + (a1 + a2) + (a3 + a4);
+                    tmp[1][j][c] = (a1 - a2) + 2.0f * (a3 - a4);
+                    tmp[2][j][c] = (a1 + a2) + 4.0f * (a3 + a4);
+                    tmp[3][j][c] = (a1 - a2) + 8.0f * (a3 - a4) + a5;
+                }
+            }
+            for (int a = 0; a < ny; a++) {
+                /* the row's nx pixels, cb channels each, packed so that the
+                 * activation runs as one call over nx * cb values */
+                float o[4 * WT_CB];
+                float *o0 = o, *o1 = o + cb, *o2 = o + 2 * cb, *o3 = o + 3 * cb;
+                SIMD_LOOP
+                for (int c = 0; c < cb; c++) {
+                    float a0 = tmp[a][0][c], a1 = tmp[a][1][c], a2 = tmp[a][2][c], a3 = tmp[a][3][c],
+                          a4 = tmp[a][4][c], a5 = tmp[a][5][c];
+                    o0[c] = a0 + (a1 + a2) + (a3 + a4);
+                    o1[c] = (a1 - a2) + 2.0f * (a3 - a4);
+                    o2[c] = (a1 + a2) + 4.0f * (a3 + a4);
+                    o3[c] = (a1 - a2) + 8.0f * (a3 - a4) + a5;
+                }
+                for (int b = 0; b < nx; b++) {
+                    float *v = o + b * cb;
+                    if (ep && ep->scale) {
+                        const float *sc = ep->scale + ch;
+                        SIMD_LOOP
+                        for (int c = 0; c < cb; c++) v[c] *= sc[c];
+                    }
+                    if (ep && ep->bias) {
+                        const float *bi = ep->bias + ch;
+                        SIMD_LOOP
+                        for (int c = 0; c < cb; c++) v[c] += bi[c];
+                    }
+                }
+                if (ep && ep->act == K_ACT_SILU) k_silu_rows(0, (long)nx * cb, o, NULL, o);
+                else if (ep && ep->act == K_ACT_SIGMOID)
+                    for (int c = 0; c < nx * cb; c++) o[c] = k_sigmoidf(o[c]);
+                for (int b = 0; b < nx; b++) {
+                    long pix = (nn * s->ho + oy0 + a) * s->wo + ox0 + b;
+                    float *dst = y + pix * co + ch, *v = o + b * cb;
+                    /* the residual is read before dst is written: it may be y */
+                    if (ep && ep->residual) {
+                        const float *re = ep->residual + pix * ep->ldr + ch;
+                        SIMD_LOOP
+                        for (int c = 0; c < cb; c++) dst[c] = v[c] + re[c];
+                    } else {
+                        /* not memcpy, which gcc inlines as rep movsq (half of
+                         * this function's time); WT_NO_MEMCPY keeps gcc from
+                         * turning the loop back into one */
+                        SIMD_LOOP
+                        for (int c = 0; c < cb; c++) dst[c] = v[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* U for input channels [k0, k1): U[((p * npan + jp) * ci + k) * NR + jj] is
+ * the transform at p of the filter from input k to output jp * NR + jj
+ * (zero past co), the layout of the micro-kernel's packed B panels.  w is
+ * HWIO [3][3][ci][co]. */
+WT_EXPORT void WT_NAME(k_wino_w)(const float *w, int ci, int co, int NR, int npan, int k0, int k1, float *U)
+{
+    const float g0 = 0.25f, g1 = 1.0f / 6.0f, g2 = 1.0f / 12.0f, g3 = 1.0f / 24.0f;
+    for (int k = k0; k < k1; k++) {
+        for (int jp = 0; jp < npan; jp++) {
+            const int cbase = jp * NR, cn = co - cbase < NR ? co - cbase : NR;
+            float u[36][32];
+            float tmp[6][3][32];
+            for (int kw = 0; kw < 3; kw++) {
+                const float *a = w + ((long)(0 * 3 + kw) * ci + k) * co + cbase;
+                const float *b = w + ((long)(1 * 3 + kw) * ci + k) * co + cbase;
+                const float *c2 = w + ((long)(2 * 3 + kw) * ci + k) * co + cbase;
+                SIMD_LOOP
+                for (int c = 0; c < cn; c++) {
+                    float x0 = a[c], x1 = b[c], x2 = c2[c];
+                    tmp[0][kw][c] = g0 * x0;
+                    tmp[1][kw][c] = -g1 * (x0 + x1 + x2);
+                    tmp[2][kw][c] = -g1 * (x0 - x1 + x2);
+                    tmp[3][kw][c] = g3 * x0 + g2 * x1 + g1 * x2;
+                    tmp[4][kw][c] = g3 * x0 - g2 * x1 + g1 * x2;
+                    tmp[5][kw][c] = x2;
+                }
+            }
+            for (int i = 0; i < 6; i++) {
+                SIMD_LOOP
+                for (int c = 0; c < cn; c++) {
+                    float x0 = tmp[i][0][c], x1 = tmp[i][1][c], x2 = tmp[i][2][c];
+                    u[6 * i + 0][c] = g0 * x0;
+                    u[6 * i + 1][c] = -g1 * (x0 + x1 + x2);
+                    u[6 * i + 2][c] = -g1 * (x0 - x1 + x2);
+                    u[6 * i + 3][c] = g3 * x0 + g2 * x1 + g1 * x2;
+                    u[6 * i + 4][c] = g3 * x0 - g2 * x1 + g1 * x2;
+                    u[6 * i + 5][c] = x2;
+                }
+            }
+            for (int p = 0; p < 36; p++) {
+                float *d = U + (((long)p * npan + jp) * ci + k) * NR;
+                memcpy(d, u[p], sizeof(float) * (size_t)cn);
+                if (cn < NR) memset(d + cn, 0, sizeof(float) * (size_t)(NR - cn));
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+/* Winograd F(4x4, 3x3) forward (winograd.c) against the direct reference
+ * convolution: odd sizes and channel counts, every padding, every
+ * epilogue (also the in-place residual), every SIMD path, more than one K
+ * block, the no-buffer fallback, and bit-identity across thread counts. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "harness.h"
+#include "kernels/kernels_internal.h"
+
+static int same_bits(const float *a, const float *b, long n) { return memcmp(a, b, (size_t)n * sizeof(float)) == 0; }
+
+static int levels[3], nlevels;
+static double worst_ratio;
+
+/* The transforms add rounding on top of the GEMM's: a few float ulps of the
+ * largest transformed value per term, growing like sqrt of the number of
+ * terms.  Measured errors stay below 0.4 of this bound; a wrong
+ * coefficient or tile offset gives errors of order 1e-2 or more. */
+static double wino_tol(const k_conv_shape *s) { return 3e-6 * sqrt(9.0 * s->ci) + 2e-6; }
+
+static void run_shape(k_conv_shape s, int epk)
+{
+    const long nx = (long)s.n * s.h * s.w * s.ci, ny = (long)s.n * s.ho * s.wo * s.co, nw = 9L * s.ci * s.co;
+    float *x = frandom(nx), *w = frandom(nw), *scale = frandom(s.co), *bias = frandom(s.co), *res = frandom(ny);
+    k_epilogue ep = {NULL, NULL, K_ACT_NONE, NULL, s.co};
+    if (epk == 1) ep = (k_epilogue){scale, bias, K_ACT_SILU, NULL, s.co};
+    if (epk == 2 || epk == 3) ep = (k_epilogue){scale, NULL, K_ACT_NONE, res, s.co};
+    if (epk == 4) ep = (k_epilogue){NULL, bias, K_ACT_SIGMOID, NULL, s.co};
+    const k_epilogue *epp = epk ? &ep : NULL;
+    float *yr = falloc(ny);
+    k_conv2d_fwd_ref(&s, x, w, yr, epp);
+    float *ws = falloc((long)k_wino_workspace(&s));
+    char tag[160];
+    snprintf(tag, sizeof tag, "n=%d %dx%d ci=%d co=%d pad=%d,%d out=%dx%d ep=%d", s.n, s.h, s.w, s.ci, s.co, s.pad_t,
+             s.pad_l, s.ho, s.wo, epk);
+    for (int li = 0; li < nlevels; li++) {
+        k_simd_force(levels[li]);
+        float *y1 = falloc(ny), *y2 = falloc(ny), *y3 = falloc(ny), *y4 = falloc(ny);
+        for (long i = 0; i < ny; i++) y1[i] = y2[i] = y3[i] = y4[i] = NAN; /* written, never read */
+        if (epk == 3) {
+            /* in-place residual: y starts as the residual and is the epilogue's input */
+            memcpy(y1, res, (size_t)ny * sizeof(float));
+            memcpy(y2, res, (size_t)ny * sizeof(float));
+            memcpy(y3, res, (size_t)ny * sizeof(float));
+            memcpy(y4, res, (size_t)ny * sizeof(float));
+        }
+        k_epilogue e1 = ep, e2 = ep, e3 = ep, e4 = ep;
+        if (epk == 3) {
+            e1.residual = y1;
+            e2.residual = y2;
+            e3.residual = y3;
+            e4.residual = y4;
+        }
+        k_conv2d_fwd_wino(1, &s, x, w, y1, epk ? &e1 : NULL, ws);
+        k_conv2d_fwd_wino(2, &s, x, w, y2, epk ? &e2 : NULL, ws);
+        k_conv2d_fwd_wino(3, &s, x, w, y3, epk ? &e3 : NULL, ws);
+        k_gemm_test_no_buffer = 1; /* the fallback sums directly */
+        k_conv2d_fwd_wino(2, &s, x, w, y4, epk ? &e4 : NULL, ws);
+        k_gemm_test_no_buffer = 0;
+        double tol = wino_tol(&s), e = test_max_rel_diff(y1, yr, ny), ef = test_max_rel_diff(y4, yr, ny);
+        if (e / tol > worst_ratio) worst_ratio = e / tol;
+        if (getenv("ENV2_TEST_VERBOSE")) printf("%s %s: %.3g (tol %.3g)\n", k_simd_name(levels[li]), tag, e, tol);
+        CHECK_MSG(e <= tol, "%s %s rel err %.3g > %.3g", k_simd_name(levels[li]), tag, e, tol);
+        CHECK_MSG(ef <= 2e-7 * (9.0 * s.ci + 8), "%s %s fallback rel err %.3g", k_simd_name(levels[li]), tag, ef);
+        CHECK_MSG(same_bits(y1, y2, ny) && same_bits(y1, y3, ny), "%s %s: thread count changes bits",
+                  k_simd_name(levels[li]), tag);
+        if (levels[li] > K_SIMD_GENERIC) {
+            /* the portable transforms with this level's micro-kernel */
+            float *y5 = falloc(ny);
+            if (epk == 3) memcpy(y5, res, (size_t)ny * sizeof(float));
+            k_epilogue e5 = ep;
+            if (epk == 3) e5.residual = y5;
+            k_wino_test_level = K_SIMD_GENERIC;
+            k_conv2d_fwd_wino(2, &s, x, w, y5, epk ? &e5 : NULL, ws);
+            k_wino_test_level = -1;
+            CHECK_MSG(test_max_rel_diff(y5, yr, ny) <= tol, "%s %s portable transforms rel err %.3g",
+                      k_simd_name(levels[li]), tag, test_max_rel_diff(y5, yr, ny));
+            free(y5);
+        }
+        free(y1);
+        free(y2);
+        free(y3);
+        free(y4);
+    }
+    k_simd_force(K_SIMD_AVX512);
+    free(x);
+    free(w);
+    free(scale);
+    free(bias);
+    free(res);
+    free(yr);
+    free(ws);
+}
+
+typedef struct wcase {
+    int n, h, w, ci, co;
+} wcase;
+
+static void test_shapes(void)
+{
+    static const wcase cases[] = {
+        {1, 1, 1, 1, 1},   {1, 7, 7, 3, 7},    {2, 13, 7, 13, 33}, {1, 33, 13, 7, 24}, {1, 13, 33, 16, 16},
+        {3, 5, 9, 8, 40},  {1, 4, 4, 5, 3},    {1, 2, 1, 2, 2},    {1, 33, 33, 24, 24}, {2, 12, 10, 33, 48},
+        {1, 16, 16, 48, 192}, {1, 7, 7, 8, 300}, {1, 6, 5, 400, 20}, {1, 9, 9, 64, 72}, {4, 3, 3, 17, 1},
+    };
+    int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < nc; i++) {
+        const wcase *c = &cases[i];
+        k_conv_shape s;
+        /* symmetric padding 1 (torchvision; "same" is the same at stride 1) */
+        k_conv_shape_init(&s, c->n, c->h, c->w, c->ci, c->co, 3, 1, i % 2);
+        CHECK(k_wino_ok(&s));
+        run_shape(s, i % 5);
+        if (c->h >= 3 && c->w >= 3) {
+            /* no padding ("valid"): outputs (h-2) x (w-2) */
+            k_conv_shape v = s;
+            v.pad_t = v.pad_l = 0;
+            v.ho = c->h - 2;
+            v.wo = c->w - 2;
+            run_shape(v, (i + 1) % 5);
+        }
+        /* uneven padding: 2 rows on top, none on the left, 2 extra output rows */
+        k_conv_shape u = s;
+        u.pad_t = 2;
+        u.pad_l = 0;
+        u.ho = c->h + 2;
+        u.wo = c->w - 2 > 0 ? c->w - 2 : 1;
+        run_shape(u, (i + 2) % 5);
+    }
+}
+
+static void test_hand(void)
+{
+    /* 3x3 image 1..9, 3x3 kernel of ones, symmetric padding 1: each output is
+     * the sum of its neighbourhood (integers well inside float precision) */
+    float x[9], w[9], y[9], ws[36];
+    for (int i = 0; i < 9; i++) {
+        x[i] = (float)(i + 1);
+        w[i] = 1.0f;
+    }
+    k_conv_shape s;
+    k_conv_shape_init(&s, 1, 3, 3, 1, 1, 3, 1, 0);
+    CHECK(k_wino_workspace(&s) <= 36 * 32);
+    float *wsb = falloc((long)k_wino_workspace(&s));
+    (void)ws;
+    k_conv2d_fwd_wino(1, &s, x, w, y, NULL, wsb);
+    const float want[9] = {12, 21, 16, 27, 45, 33, 24, 39, 28};
+    for (int i = 0; i < 9; i++) CHECK_MSG(fabsf(y[i] - want[i]) <= 2e-5f, "y[%d] = %.7g, want %g", i, y[i], want[i]);
+    free(wsb);
+    /* what does not qualify */
+    k_conv_shape_init(&s, 1, 8, 8, 4, 4, 3, 2, 0);
+    CHECK(!k_wino_ok(&s) && k_wino_workspace(&s) == 0);
+    k_conv_shape_init(&s, 1, 8, 8, 4, 4, 5, 1, 0);
+    CHECK(!k_wino_ok(&s));
+    k_conv_shape_init(&s, 1, 8, 8, 4, 4, 1, 1, 0);
+    CHECK(!k_wino_ok(&s));
+}
+
+int main(void)
+{
+    test_rng_state = 0x243F6A8885A308D3ull;
+    int d = k_simd_detect();
+    for (int l = K_SIMD_GENERIC; l <= d; l++) levels[nlevels++] = l;
+    test_hand();
+    test_shapes();
+    if (getenv("ENV2_TEST_VERBOSE")) printf("worst error / tolerance: %.3f\n", worst_ratio);
+    k_simd_force(99);
+    return test_summary();
+}
