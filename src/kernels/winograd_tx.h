@@ -16,6 +16,13 @@
  * rounding error stays near 1e-6 of the output scale in float). */
 
 #define WT_CB 64 /* channels per pass: the small arrays below stay in L1 */
+#ifndef WT_PREFETCHW
+#if defined(__GNUC__) || defined(__clang__)
+#define WT_PREFETCHW(p) __builtin_prefetch((p), 1, 3)
+#else
+#define WT_PREFETCHW(p) ((void)(p))
+#endif
+#endif
 #ifndef WT_NO_MEMCPY
 #if defined(__GNUC__) && !defined(__clang__)
 #define WT_NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
@@ -95,6 +102,18 @@ WT_EXPORT WT_NO_MEMCPY void WT_NAME(k_wino_out)(const k_conv_shape *s, const flo
         long t = t0 + q, nn = t / ((long)th * tw), r = t % ((long)th * tw);
         int oy0 = (int)(r / tw) * 4, ox0 = (int)(r % tw) * 4;
         int ny = s->ho - oy0 < 4 ? s->ho - oy0 : 4, nx = s->wo - ox0 < 4 ? s->wo - ox0 : 4;
+        if (q + 1 < cnt) {
+            /* The outputs are first writes to memory the size of a whole
+             * activation: fetch the next tile's lines for writing now, so
+             * the stores below do not wait for them. */
+            long t1 = t + 1, n1 = t1 / ((long)th * tw), r1 = t1 % ((long)th * tw);
+            int py = (int)(r1 / tw) * 4, px = (int)(r1 % tw) * 4;
+            for (int a = 0; a < 4 && py + a < s->ho; a++)
+                for (int b = 0; b < 4 && px + b < s->wo; b++) {
+                    const char *d = (const char *)(y + ((n1 * s->ho + py + a) * s->wo + px + b) * co + c0);
+                    for (int off = 0; off < cw * (int)sizeof(float); off += 64) WT_PREFETCHW(d + off);
+                }
+        }
         for (int cc = 0; cc < cw; cc += WT_CB) {
             const int cb = cw - cc < WT_CB ? cw - cc : WT_CB, ch = c0 + cc;
             float tmp[4][6][WT_CB];
