@@ -63,6 +63,11 @@ echo "$out" | grep -q '^depthwise  *1x8x8 96->96 k3 s2  *1 ' && ok || bad "bench
 echo "$out" | grep -q '^conv kxk (im2col+GEMM)  *1x32x32 3->16 k3 s2  *1 ' && ok || bad "bench --profile: stem row: $out"
 n=$(echo "$out" | sed -n '/^convolution layers/,$p' | awk 'NR > 1 { c += $(NF-3) } END { print c }')
 [ "$n" = 8 ] && ok || bad "bench --profile: layer calls add up to $n, not 8: $out"
+# the 3x3 stride-1 Fused-MBConv convolution runs through Winograd unless --no-winograd
+echo "$out" | grep -q '^conv 3x3 (Winograd)  *1x16x16 16->16 k3 s1  *1 ' && ok || bad "bench --profile: Winograd row: $out"
+out=$("$env2" bench --arch "$arch" --head 32 --classes 5 --size 32 --runs 2 --warmup 1 --threads 1 --profile --no-winograd 2>&1)
+echo "$out" | grep -q '^conv kxk (im2col+GEMM)  *1x16x16 16->16 k3 s1  *1 ' && ! echo "$out" | grep -q Winograd && ok ||
+    bad "bench --profile --no-winograd: $out"
 out=$("$env2" bench --arch "$arch" --head 32 --classes 5 --size 32 --batch 4 --runs 2 --warmup 1 --threads 1 --train --profile 2>&1)
 echo "$out" | grep -q '^conv backward  *4x8x8 24->96 k1 s1  *1 ' && ok || bad "bench --train --profile: backward row: $out"
 echo "$pass passed, $fail failed"

@@ -1423,7 +1423,7 @@ int cmd_eval(int argc, char **argv)
     env2_err e;
     float *logits = NULL;
     eval_result res;
-    int rc = 0, split_train = 0;
+    int rc = 0, split_train = 0, winograd = 1;
     memset(&tr, 0, sizeof tr);
     memset(&te, 0, sizeof te);
     for (int i = 1; i < argc; i++) {
@@ -1431,8 +1431,12 @@ int cmd_eval(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: env2 eval --model FILE --data fashion-mnist|mnist|cifar10|cifar100|npy [--data-dir DIR]\n"
                    "                 [--size S (default: the data's image size)] [--batch B] [--threads N]\n"
-                   "                 [--split test|train] [--max N]\n");
+                   "                 [--split test|train] [--max N] [--no-winograd]\n");
             return 0;
+        }
+        if (!strcmp(a, "--no-winograd")) {
+            winograd = 0;
+            continue;
         }
         if (i + 1 >= argc) return usage_err("eval", "missing value for %s", a);
         if (!strcmp(a, "--model")) model_path = argv[++i];
@@ -1457,6 +1461,7 @@ int cmd_eval(int argc, char **argv)
     if (!data) return usage_err("eval", "--data is required");
     env2_model_options_init(&mo);
     mo.num_threads = (int32_t)threads;
+    mo.winograd = winograd;
     if (env2_model_create_from_file(&m, model_path, &mo) != ENV2_OK)
         return runtime_err("eval", "loading the model", env2_last_error());
     prefer_ema(m, model_path, "eval");
@@ -1505,6 +1510,7 @@ int cmd_predict(int argc, char **argv)
 {
     const char *model_path = NULL, *input = NULL;
     long long size = 0, top = 5, threads = 0, batch = 32;
+    int winograd = 1;
     env2_model *m = NULL;
     env2_model_options mo;
     npy_array x;
@@ -1518,9 +1524,13 @@ int cmd_predict(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: env2 predict --model FILE --input X.npy [--size S (default: the images' size)] [--top K]\n"
-                   "                    [--batch B] [--threads N]\n"
+                   "                    [--batch B] [--threads N] [--no-winograd]\n"
                    "X: uint8 images [N,H,W] or [N,H,W,C]; prints the K most likely classes of each image.\n");
             return 0;
+        }
+        if (!strcmp(a, "--no-winograd")) {
+            winograd = 0;
+            continue;
         }
         if (i + 1 >= argc) return usage_err("predict", "missing value for %s", a);
         if (!strcmp(a, "--model")) model_path = argv[++i];
@@ -1540,6 +1550,7 @@ int cmd_predict(int argc, char **argv)
     if (!input) return usage_err("predict", "--input is required");
     env2_model_options_init(&mo);
     mo.num_threads = (int32_t)threads;
+    mo.winograd = winograd;
     if (env2_model_create_from_file(&m, model_path, &mo) != ENV2_OK)
         return runtime_err("predict", "loading the model", env2_last_error());
     prefer_ema(m, model_path, "predict");
