@@ -261,6 +261,29 @@ static void pack_b(const gemm_prob *p, long pc, long kc, long j0, int nr, float 
     }
 }
 
+/* The panels of columns [j0, j0 + nc) of a non-transposed B, panel q at
+ * dst + q * kc * NR, in the layout of pack_b.  Row by row: each source row
+ * is then read as one sequential run, which the hardware prefetchers follow.
+ * Panel by panel, every k step was a 64-byte read at the weights' row
+ * stride, a new page for each row; with the weights coming from memory (a
+ * network's layers each read theirs once) that was up to 40 % of a
+ * 49 x 1536 x 256 GEMM.  The same values land in the same places. */
+static void pack_b_rows(const gemm_prob *p, long pc, long kc, long j0, long nc, float *dst)
+{
+    const int NR = p->u->nr;
+    const long nfull = nc / NR, rest = nc - nfull * NR;
+    for (long k = 0; k < kc; k++) {
+        const float *s = p->B + (pc + k) * p->ldb + j0;
+        float *d = dst + k * NR;
+        for (long q = 0; q < nfull; q++) memcpy(d + q * kc * NR, s + q * NR, (size_t)NR * sizeof(float));
+        if (rest) {
+            float *t = d + nfull * kc * NR;
+            memcpy(t, s + nfull * NR, (size_t)rest * sizeof(float));
+            memset(t + rest, 0, (size_t)(NR - rest) * sizeof(float));
+        }
+    }
+}
+
 /* Points a->A at the MR x kc panel of rows i.., either in place or in `ap`
  * (MR_MAX * KC_MAX floats).  allow_direct: 0 = always copy, 1 = read
  * row-major A in place, 2 = also read transposed A in place (worth it only
@@ -408,9 +431,13 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
         long nc = n1 - jc < ncs ? n1 - jc : ncs;
         for (long pc = 0; pc < p->K; pc += kcs) {
             long kc = p->K - pc < kcs ? p->K - pc : kcs;
-            for (long j = jc; j < jc + nc; j += NR) {
-                int nr = (int)(jc + nc - j < NR ? jc + nc - j : NR);
-                if (pack_all_b || nr < NR) pack_b(p, pc, kc, j, nr, bblk + (j - jc) * kc);
+            if (pack_all_b && !p->tb) {
+                pack_b_rows(p, pc, kc, jc, nc, bblk);
+            } else {
+                for (long j = jc; j < jc + nc; j += NR) {
+                    int nr = (int)(jc + nc - j < NR ? jc + nc - j : NR);
+                    if (pack_all_b || nr < NR) pack_b(p, pc, kc, j, nr, bblk + (j - jc) * kc);
+                }
             }
             for (long i = m0; i < m1; i += MR) {
                 int mr = (int)(m1 - i < MR ? m1 - i : MR);
