@@ -219,6 +219,11 @@ void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const floa
     while (j.tbp > MR && (long)36 * j.tbp * (s->ci + j.cwp) > WINO_BUDGET) j.tbp -= MR;
     j.ntiles = (long)s->n * ((s->ho + 3) / 4) * ((s->wo + 3) / 4);
     j.nblk = (j.ntiles + j.tbp - 1) / j.tbp;
+    /* Equal blocks, rounded up to MR: 49 tiles (28 x 28) as 3 x 18 rows
+     * rather than 3 x 24, a third of them zero padding. */
+    long per = (j.ntiles + j.nblk - 1) / j.nblk;
+    j.tbp = (int)((per + MR - 1) / MR * MR);
+    j.nblk = (j.ntiles + j.tbp - 1) / j.tbp;
     /* Few blocks (small images at batch 1): split the output channels too;
      * the V of a block is then computed once per channel group. */
     j.ng = 1;
