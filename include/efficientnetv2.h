@@ -192,6 +192,10 @@ ENV2_API const char *env2_model_last_error(const env2_model *model);
  *  caller's (torchvision: (x/255 - mean)/std).
  *  logits: caller buffer of env2_model_output_size(model, n) floats,
  *  row-major [n][num_classes].
+ *  Numerics: with opts.winograd = 1 (the default) the 3x3 stride-1
+ *  convolutions use Winograd F(4x4,3x3), within ~1e-6 of the output scale
+ *  of the exact im2col path; the logits are deterministic and the same for
+ *  any thread count, but not bit-identical to the training forward's.
  *
  *  Errors: ENV2_E_INVALID_ARG (NULL, n/h/w out of range, bad layout),
  *  ENV2_E_NOMEM (workspace for a new shape).  The first call at a new

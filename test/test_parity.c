@@ -47,10 +47,12 @@ static const st_tensor *shape_of(const char *name) { return st_find(&F, name); }
 
 /* The model's state dict out of the fixture (without the reference tensors),
  * as a safetensors buffer for env2_model_load_memory. */
+static int load_winograd = 1; /* env2_model_options.winograd of load_model */
 static env2_model *load_model(void)
 {
     env2_model_options o;
     env2_model_options_init(&o);
+    o.winograd = load_winograd;
     const char *v;
     if ((v = st_meta(&F, "num_classes"))) o.num_classes = atoi(v);
     if ((v = st_meta(&F, "in_channels"))) o.in_channels = atoi(v);
@@ -405,6 +407,15 @@ int main(int argc, char **argv)
             if (m) {
                 check_eval(m);
                 check_grads(m);
+                env2_model_destroy(m);
+            }
+            /* and the exact (im2col) inference path */
+            load_winograd = 0;
+            m = load_model();
+            load_winograd = 1;
+            CHECK(m != NULL);
+            if (m) {
+                check_eval(m);
                 env2_model_destroy(m);
             }
             check_optim("sgd", ENV2_OPT_SGD, 0.05f, 1e-4f, 0);

@@ -16,7 +16,9 @@ run and their outputs compared with torch:
   * eval logits: max|diff| <= tol * max|logit|   (tol 1e-4)
       V2-S: batch 1 @384x384, batch 2 @224x224, batch 1 @225x257, and batch 1
       @384x384 with TF "same" padding (torch side: tools/make_fixtures.py's
-      Conv2dTFSame wrapper; env2 side: --padding same);  M/L: batch 1 @224x224.
+      Conv2dTFSame wrapper; env2 side: --padding same), and batch 1 @384x384 with
+      --no-winograd (the exact im2col path for the 3x3 convolutions; the
+      others use Winograd, env2's default);  M/L: batch 1 @224x224.
   * gradients (V2-S, batch 2 @128x128 (--grad-size), train mode, dropout and drop-path off,
     cross-entropy with label smoothing 0.1): for every parameter (torchvision
     names) max|diff| <= tol * max|g|, and |loss diff| <= tol * |loss|.
@@ -59,7 +61,9 @@ FORWARD_CASES = {
     "s": [("b1 384x384", 1, 384, 384, "symmetric"),
           ("b2 224x224", 2, 224, 224, "symmetric"),
           ("b1 225x257", 1, 225, 257, "symmetric"),
-          ("b1 384x384 same", 1, 384, 384, "same")],
+          ("b1 384x384 same", 1, 384, 384, "same"),
+          # the exact (im2col) path for the 3x3 convolutions instead of Winograd
+          ("b1 384x384 exact", 1, 384, 384, "exact")],
     "m": [("b1 224x224", 1, 224, 224, "symmetric")],
     "l": [("b1 224x224", 1, 224, 224, "symmetric")],
 }
@@ -157,6 +161,8 @@ def forward_checks(args, variant, model, inputs, tmp, table):
                "--threads", str(args.threads)]
         if padding == "same":
             cmd += ["--padding", "same"]
+        if padding == "exact":
+            cmd += ["--no-winograd"]
         ok, err, secs = run(cmd, args.timeout)
         check = "%s forward %s" % (variant, label)
         if not ok:
