@@ -76,6 +76,13 @@ void k_silu_rows(int bwd, long n, const float *x, const float *dy, float *y)
     act_range(&j, 0, n);
 }
 
+void k_act_rows(int act, long n, const float *x, float *y)
+{
+    if (act != K_ACT_SILU && act != K_ACT_SIGMOID) return;
+    act_job j = {act == K_ACT_SILU ? OP_SILU : OP_SIGMOID, k_simd_level(), n, x, NULL, y};
+    act_range(&j, 0, n);
+}
+
 static void act_fn(void *arg, int ith, int nth)
 {
     const act_job *j = arg;

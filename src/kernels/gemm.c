@@ -548,6 +548,15 @@ static void gemv_fn(void *arg, int ith, int nth)
     env2_range((p->N + GEMV_COLS - 1) / GEMV_COLS, ith, nth, &lo, &hi);
     lo *= GEMV_COLS;
     hi = hi * GEMV_COLS < p->N ? hi * GEMV_COLS : p->N;
+    if (ep && !ep->residual && ep->act != K_ACT_NONE) {
+        /* The squeeze-excite gates: the sigmoid runs as one vector pass over
+         * the task's outputs (per element, expf was a sixth of an SE). */
+        for (long c = lo; c < hi; c++)
+            p->C[c] = gemv_dot(p->A, p->B + c * p->ldb, p->K) * (ep->scale ? ep->scale[c] : 1.0f) +
+                      (ep->bias ? ep->bias[c] : 0.0f);
+        if (hi > lo) k_act_rows(ep->act, hi - lo, p->C + lo, p->C + lo);
+        return;
+    }
     for (long c = lo; c < hi; c++) {
         float v = gemv_dot(p->A, p->B + c * p->ldb, p->K);
         if (ep)

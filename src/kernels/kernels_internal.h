@@ -260,6 +260,9 @@ void k_convs_bwd_weight_avx2(const float *col, long R, int K, const float *dy, l
  * k_silu_fwd / k_silu_bwd; for kernels that fuse SiLU into a row pass.  y may
  * alias x or dy. */
 void k_silu_rows(int bwd, long n, const float *x, const float *dy, float *y);
+/* y = act(x) (K_ACT_SILU or K_ACT_SIGMOID; anything else: no-op) over n
+ * values on the calling thread, with the vector paths; y may alias x. */
+void k_act_rows(int act, long n, const float *x, float *y);
 
 /* For the intrinsics files: register-blocked loops index small arrays of
  * vectors with loop counters, and those only stay in registers when the loops
