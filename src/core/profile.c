@@ -22,7 +22,7 @@ const char *env2_prof_name(int f)
     static const char *const names[PROF_COUNT] = {
         "conv 1x1 (GEMM)", "conv kxk (im2col+GEMM)", "depthwise", "conv backward", "depthwise backward",
         "batch norm + SiLU", "squeeze-excite", "residual/drop-path", "pool+dropout+fc+loss",
-        "optimizer+BN stats+EMA", "layout/input copy", "conv 3x3 (Winograd)"};
+        "optimizer+BN stats+EMA", "layout/input copy", "conv 3x3 (Winograd)", "conv small-K (direct)"};
     return f >= 0 && f < PROF_COUNT ? names[f] : "?";
 }
 

@@ -19,6 +19,7 @@ enum {
     PROF_OPTIM,         /* optimizer, BN running statistics, EMA */
     PROF_LAYOUT,        /* NCHW <-> NHWC, input copies */
     PROF_WINO,          /* 3x3 stride-1 convolutions by Winograd, inference forward */
+    PROF_CONVSMALL,     /* k x k dense convolutions with kh*kw*ci <= 32 (the stem), direct, forward */
     PROF_COUNT
 };
 

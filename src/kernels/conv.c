@@ -145,6 +145,8 @@ static int small_path(const k_conv_shape *s)
     return K_SIMD_GENERIC;
 }
 
+int k_conv2d_direct(const k_conv_shape *s) { return small_path(s) != K_SIMD_GENERIC; }
+
 /* gather_row for whole rows of a few channels: element copies instead of
  * memcpy calls of 1-3 floats. */
 static void cs_gather(const k_conv_shape *s, const float *x, long i, long n, float *dst)

@@ -87,6 +87,9 @@ void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
 void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws);
 /* dw += x (*) dy: accumulates into dw [kh][kw][ci][co] */
 void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws);
+/* 1 when the forward and weight gradient of this shape run on the direct
+ * few-input-channel kernels (the stem) rather than the GEMM; for profiling. */
+int k_conv2d_direct(const k_conv_shape *s);
 void k_conv2d_fwd_ref(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep);
 void k_conv2d_bwd_data_ref(const k_conv_shape *s, const float *dy, const float *w, float *dx);
 void k_conv2d_bwd_weight_ref(const k_conv_shape *s, const float *x, const float *dy, float *dw);

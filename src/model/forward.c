@@ -60,7 +60,8 @@ static void run_conv(const env2_model *m, const float *params, const convbn *c, 
         PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
     else if (m->winograd && k_wino_ok(&s))
         PROF_CONV(PROF_WINO, &s, 0, 1, k_conv2d_fwd_wino(nt, &s, x, params + c->w, y, &ep, ws));
-    else PROF_CONV(PROF_CONVKXK, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
+    else PROF_CONV(k_conv2d_direct(&s) ? PROF_CONVSMALL : PROF_CONVKXK, &s, 0, 1,
+                   k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
     *h = s.ho;
     *w = s.wo;
 }

@@ -266,7 +266,7 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks)
                 PROF_CONV(PROF_CONV1X1, &nd->sh, 0, 1,
                           k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
             else
-                PROF_CONV(PROF_CONVKXK, &nd->sh, 0, 1,
+                PROF_CONV(k_conv2d_direct(&nd->sh) ? PROF_CONVSMALL : PROF_CONVKXK, &nd->sh, 0, 1,
                           k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
             PROF(PROF_BN, k_bn_act_fwd_train(nt, rows, c->co, nd->z, params + c->gamma, params + c->beta, m->bn_eps,
                                              c->act ? K_ACT_SILU : K_ACT_NONE, nd->a, nd->mean, nd->rstd, nd->varu));
