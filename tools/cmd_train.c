@@ -190,7 +190,7 @@ typedef struct train_cfg {
     int resume, overwrite;
     int eval_size, eval_stage_size;
     long long max_steps, eval_max;
-    int quiet, no_prefetch;
+    int quiet, no_prefetch, no_winograd;
     long long stop_after;
     char keep_activations[8];
 } train_cfg;
@@ -259,6 +259,7 @@ static const topt topts[] = {
     OPT("max-steps", T_LL, max_steps, F_RUN, 1, 9e15),
     OPT("eval-max", T_LL, eval_max, F_KEEP, 1, 9e15),
     OPT("quiet", T_FLAG, quiet, 0, 0, 0),
+    OPT("no-winograd", T_FLAG, no_winograd, 0, 0, 0),
     OPT("no-prefetch", T_FLAG, no_prefetch, F_KEEP, 0, 0),
     OPT("stop-after", T_LL, stop_after, 0, 1, 9e15),
     OPT("keep-activations", T_STR, keep_activations, F_KEEP, 0, 0),
@@ -824,6 +825,7 @@ static const char *train_usage =
     "        default 0: the official absolute pixels)\n"
     "run:    --out DIR (env2-run)  --resume  --overwrite  --seed S  --threads N  --eval-size S  --eval-stage-size\n"
     "        --eval-max N  --max-steps N (per epoch)  --quiet  --no-prefetch  --stop-after STEP (acts as Ctrl-C there)\n"
+    "        --no-winograd (evaluate with the exact im2col path, bit-identical to the training forward)\n"
     "        --keep-activations auto|on|off (keep layer outputs for backward: faster, more memory; auto: when\n"
     "        that adds at most 256 MiB; results are the same)\n"
     "PRESET: paper-s|paper-m|paper-l|official-s|official-m|official-l|official-xl.  See docs/TRAINING.md.\n";
@@ -1294,6 +1296,7 @@ int cmd_train(int argc, char **argv)
     mo.head_channels = r.c.head;
     mo.seed = seed;
     mo.num_threads = r.c.threads;
+    mo.winograd = !r.c.no_winograd;
     if (env2_model_create(&r.model, r.c.arch, &mo) != ENV2_OK) {
         free(user);
         rc = usage_err("train", "--arch %s: %s", r.c.arch, env2_last_error());
