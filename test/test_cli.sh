@@ -37,6 +37,14 @@ PY
     [ "$(wc -c < "$tmp/y.npy")" -eq $((128 + 2 * 5 * 4)) ] && ok || bad "forward output size"
     "$env2" forward --arch "$arch" --head 32 --classes 5 --weights "$tmp/w.safetensors" --input "$tmp/x.npy" \
         --output "$tmp/y1.npy" --threads 1 && cmp -s "$tmp/y.npy" "$tmp/y1.npy" && ok || bad "forward differs across threads"
+    # --no-winograd: the exact path for the 3x3 stride-1 convolution, logits within 1e-4 of the default's
+    "$env2" forward --arch "$arch" --head 32 --classes 5 --weights "$tmp/w.safetensors" --input "$tmp/x.npy" \
+        --output "$tmp/y2.npy" --no-winograd && "$py" -c '
+import struct, sys
+a, b = (struct.unpack("<10f", open(p, "rb").read()[128:]) for p in sys.argv[1:3])
+m = max(abs(v) for v in b)
+sys.exit(0 if max(abs(x - y) for x, y in zip(a, b)) <= 1e-4 * m else 1)' "$tmp/y.npy" "$tmp/y2.npy" && ok ||
+        bad "forward --no-winograd"
     "$env2" grad --arch "$arch" --head 32 --classes 5 --weights "$tmp/w.safetensors" --input "$tmp/x.npy" \
         --labels "$tmp/l.npy" -o "$tmp/g.safetensors" | grep -q '^loss ' && ok || bad "grad"
     # wrong channel count in the input: runtime error naming the file
