@@ -184,6 +184,7 @@ static void test_gemv_case(long N, long K, int epk)
     if (epk == 1) ep = (k_epilogue){scale, bias, K_ACT_SILU, NULL, 0};
     if (epk == 2) ep = (k_epilogue){NULL, bias, K_ACT_SIGMOID, res, 0};
     if (epk == 3) ep = (k_epilogue){scale, NULL, K_ACT_NONE, res, 0};
+    if (epk == 4) ep = (k_epilogue){NULL, bias, K_ACT_SIGMOID, NULL, 0}; /* the SE gate */
     const k_epilogue *epp = epk ? &ep : NULL;
     float *ref = frandom(N + 1), *y[3];
     float *C0 = fcopy(ref, N + 1);
@@ -198,7 +199,7 @@ static void test_gemv_case(long N, long K, int epk)
               "sgemv N=%ld K=%ld ep=%d: err/tol %.3g", N, K, epk, worst);
     CHECK_MSG(same_bits(y[0], y[1], N) && same_bits(y[0], y[2], N), "sgemv N=%ld K=%ld: threads differ", N, K);
     CHECK_MSG(y[0][N] == 777.0f && y[1][N] == 777.0f && y[2][N] == 777.0f, "sgemv wrote past N=%ld", N);
-    if (epk >= 2) {
+    if (epk == 2 || epk == 3) {
         /* residual == y: each output reads its residual before writing */
         float *yi = fcopy(res, N);
         k_epilogue e2 = ep;
@@ -221,7 +222,10 @@ static void test_gemv_all(void)
 {
     static const long shapes[][2] = {{1, 1}, {7, 13}, {1, 33}, {33, 7}, {64, 8}, {65, 9}, {100, 385},
                                      {129, 1}, {1536, 64}, {64, 1536}, {1000, 1280}, {13, 0}};
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) test_gemv_case(shapes[i][0], shapes[i][1], (int)(i % 4));
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        test_gemv_case(shapes[i][0], shapes[i][1], (int)(i % 4));
+        test_gemv_case(shapes[i][0], shapes[i][1], 4); /* the vector activation pass */
+    }
 }
 
 /* ep->residual == C: the residual must be read before any partial sum of
