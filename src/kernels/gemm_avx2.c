@@ -232,3 +232,70 @@ static void ukr_avx2_n24(const k_ukr_args *a)
 }
 
 const k_gemm_ukr k_ukr_avx2_n24 = {4, 24, ukr_avx2_n24, 1};
+
+/* ---- batch-1 rows: y[c - c0] = x . W[c] for c in [c0, c1) (k_sgemv) --------
+ * Four outputs at a time share each 8-float load of x; per output two
+ * 8-lane partial sums (even and odd 8-float steps), added and then reduced
+ * pairwise, then the K % 8 tail in order.  Fixed per output, so the split
+ * over threads does not change a bit. */
+static float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+void k_gemv_rows_avx2(const float *x, const float *W, long K, long c0, long c1, float *y)
+{
+    const long K8 = K / 8 * 8;
+    long c = c0;
+    for (; c + 4 <= c1; c += 4) {
+        const float *w0 = W + c * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        long k = 0;
+        for (; k + 16 <= K8; k += 16) {
+            __m256 xv = _mm256_loadu_ps(x + k), xw = _mm256_loadu_ps(x + k + 8);
+            a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w0 + k), a0);
+            a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w1 + k), a1);
+            a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w2 + k), a2);
+            a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w3 + k), a3);
+            b0 = _mm256_fmadd_ps(xw, _mm256_loadu_ps(w0 + k + 8), b0);
+            b1 = _mm256_fmadd_ps(xw, _mm256_loadu_ps(w1 + k + 8), b1);
+            b2 = _mm256_fmadd_ps(xw, _mm256_loadu_ps(w2 + k + 8), b2);
+            b3 = _mm256_fmadd_ps(xw, _mm256_loadu_ps(w3 + k + 8), b3);
+        }
+        if (k < K8) {
+            __m256 xv = _mm256_loadu_ps(x + k);
+            a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w0 + k), a0);
+            a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w1 + k), a1);
+            a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w2 + k), a2);
+            a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w3 + k), a3);
+        }
+        float r0 = hsum8(_mm256_add_ps(a0, b0)), r1 = hsum8(_mm256_add_ps(a1, b1)),
+              r2 = hsum8(_mm256_add_ps(a2, b2)), r3 = hsum8(_mm256_add_ps(a3, b3));
+        for (k = K8; k < K; k++) {
+            r0 += x[k] * w0[k];
+            r1 += x[k] * w1[k];
+            r2 += x[k] * w2[k];
+            r3 += x[k] * w3[k];
+        }
+        y[c - c0] = r0;
+        y[c - c0 + 1] = r1;
+        y[c - c0 + 2] = r2;
+        y[c - c0 + 3] = r3;
+    }
+    for (; c < c1; c++) {
+        const float *w0 = W + c * K;
+        __m256 a0 = _mm256_setzero_ps(), b0 = a0;
+        long k = 0;
+        for (; k + 16 <= K8; k += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w0 + k), a0);
+            b0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(w0 + k + 8), b0);
+        }
+        if (k < K8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w0 + k), a0);
+        float r0 = hsum8(_mm256_add_ps(a0, b0));
+        for (k = K8; k < K; k++) r0 += x[k] * w0[k];
+        y[c - c0] = r0;
+    }
+}

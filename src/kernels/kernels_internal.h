@@ -95,6 +95,11 @@ void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void 
  * differently, so it must not stand in for a row of a larger k_sgemm.  y
  * must not overlap x or W; ep->residual may equal y. */
 void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, const k_epilogue *ep);
+#if K_HAVE_X86_PATHS
+/* y[c - c0] = x . W[c] (W rows K floats apart) for c in [c0, c1): k_sgemv's
+ * dot products with AVX2 (gemm_avx2.c).  y must not overlap x or W. */
+void k_gemv_rows_avx2(const float *x, const float *W, long K, long c0, long c1, float *y);
+#endif
 
 /* k_sgemm and the convolutions accept ep->residual == C (same pointer and
  * stride: an in-place residual add); any other overlap of residual and C is
