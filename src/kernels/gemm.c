@@ -549,45 +549,33 @@ static void gemv_fn(void *arg, int ith, int nth)
     lo *= GEMV_COLS;
     hi = hi * GEMV_COLS < p->N ? hi * GEMV_COLS : p->N;
 #if K_HAVE_X86_PATHS
-    if (k_simd_level() >= K_SIMD_AVX2) {
-        /* the dot products 8 lanes wide, four outputs per pass over x, into
-         * a buffer (ep->residual may be C), then the epilogue as below */
-        float d[GEMV_COLS];
-        for (long c0 = lo; c0 < hi; c0 += GEMV_COLS) {
-            long n = hi - c0 < GEMV_COLS ? hi - c0 : GEMV_COLS;
-            k_gemv_rows_avx2(p->A, p->B, p->K, c0, c0 + n, d);
-            float *y = p->C + c0;
-            if (ep && !ep->residual && ep->act != K_ACT_NONE) {
-                for (long i = 0; i < n; i++)
-                    y[i] = d[i] * (ep->scale ? ep->scale[c0 + i] : 1.0f) + (ep->bias ? ep->bias[c0 + i] : 0.0f);
-                k_act_rows(ep->act, n, y, y);
-            } else if (ep) {
-                for (long i = 0; i < n; i++)
-                    y[i] = k_epilogue_scalar(d[i], ep->scale ? ep->scale[c0 + i] : 1.0f,
-                                             ep->bias ? ep->bias[c0 + i] : 0.0f, ep->act,
-                                             ep->residual ? ep->residual[c0 + i] : 0.0f);
-            } else {
-                memcpy(y, d, (size_t)n * sizeof(float));
-            }
-        }
-        return;
-    }
+    const int avx2 = k_simd_level() >= K_SIMD_AVX2;
 #endif
-    if (ep && !ep->residual && ep->act != K_ACT_NONE) {
-        /* The squeeze-excite gates: the sigmoid runs as one vector pass over
-         * the task's outputs (per element, expf was a sixth of an SE). */
-        for (long c = lo; c < hi; c++)
-            p->C[c] = gemv_dot(p->A, p->B + c * p->ldb, p->K) * (ep->scale ? ep->scale[c] : 1.0f) +
-                      (ep->bias ? ep->bias[c] : 0.0f);
-        if (hi > lo) k_act_rows(ep->act, hi - lo, p->C + lo, p->C + lo);
-        return;
-    }
-    for (long c = lo; c < hi; c++) {
-        float v = gemv_dot(p->A, p->B + c * p->ldb, p->K);
-        if (ep)
-            v = k_epilogue_scalar(v, ep->scale ? ep->scale[c] : 1.0f, ep->bias ? ep->bias[c] : 0.0f, ep->act,
-                                  ep->residual ? ep->residual[c] : 0.0f);
-        p->C[c] = v;
+    /* The dot products of up to GEMV_COLS outputs go to a buffer first
+     * (ep->residual may be C), then the epilogue writes C. */
+    float d[GEMV_COLS];
+    for (long c0 = lo; c0 < hi; c0 += GEMV_COLS) {
+        long n = hi - c0 < GEMV_COLS ? hi - c0 : GEMV_COLS;
+#if K_HAVE_X86_PATHS
+        if (avx2) k_gemv_rows_avx2(p->A, p->B, p->K, c0, c0 + n, d);
+        else
+#endif
+            for (long i = 0; i < n; i++) d[i] = gemv_dot(p->A, p->B + (c0 + i) * p->ldb, p->K);
+        float *y = p->C + c0;
+        if (ep && !ep->residual && ep->act != K_ACT_NONE) {
+            /* the squeeze-excite gates: the sigmoid as one vector pass (per
+             * element, expf was a sixth of an SE) */
+            for (long i = 0; i < n; i++)
+                y[i] = d[i] * (ep->scale ? ep->scale[c0 + i] : 1.0f) + (ep->bias ? ep->bias[c0 + i] : 0.0f);
+            k_act_rows(ep->act, n, y, y);
+        } else if (ep) {
+            for (long i = 0; i < n; i++)
+                y[i] = k_epilogue_scalar(d[i], ep->scale ? ep->scale[c0 + i] : 1.0f,
+                                         ep->bias ? ep->bias[c0 + i] : 0.0f, ep->act,
+                                         ep->residual ? ep->residual[c0 + i] : 0.0f);
+        } else {
+            memcpy(y, d, (size_t)n * sizeof(float));
+        }
     }
 }
 
