@@ -149,12 +149,15 @@ typedef struct env2_model_options {
     float dropout;           /**< head dropout used in training; < 0 = variant default */
     float drop_path_rate;    /**< stochastic-depth rate of the last block; < 0 = 0.2 */
     int32_t num_threads;     /**< threads for forward/training; 0 = all cores */
-    int32_t winograd;        /**< 1 (default): env2_forward and evaluation compute
-                                  3x3 stride-1 convolutions by Winograd F(4x4,3x3),
-                                  about 2x faster, results within ~1e-6 of the
-                                  output scale of the exact path; 0: the same
-                                  im2col GEMM as the training forward (bit-exact
-                                  with it).  Since 0.1. */
+    int32_t winograd;        /**< 1 (default): 3x3 stride-1 convolutions run by
+                                  Winograd F(4x4,3x3) in env2_forward, evaluation,
+                                  the training forward and the data gradient
+                                  (about 2x faster; results within ~1e-6 of the
+                                  output scale of the exact path, the same for
+                                  any thread count); 0: the exact im2col GEMM
+                                  everywhere, the training results of releases
+                                  before Winograd training.  Since 0.1 (training
+                                  since 0.1, 2026-11-29). */
 } env2_model_options;
 
 /** Fills *opts with the defaults listed above.  Since 0.1. */
@@ -195,7 +198,8 @@ ENV2_API const char *env2_model_last_error(const env2_model *model);
  *  Numerics: with opts.winograd = 1 (the default) the 3x3 stride-1
  *  convolutions use Winograd F(4x4,3x3), within ~1e-6 of the output scale
  *  of the exact im2col path; the logits are deterministic and the same for
- *  any thread count, but not bit-identical to the training forward's.
+ *  any thread count; opts.winograd = 0 computes those convolutions by the
+ *  exact im2col GEMM.
  *
  *  Errors: ENV2_E_INVALID_ARG (NULL, n/h/w out of range, bad layout),
  *  ENV2_E_NOMEM (workspace for a new shape).  The first call at a new

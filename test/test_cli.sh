@@ -80,5 +80,10 @@ echo "$out" | grep -q '^conv kxk (im2col+GEMM)  *1x16x16 16->16 k3 s1  *1 ' && !
     bad "bench --profile --no-winograd: $out"
 out=$("$env2" bench --arch "$arch" --head 32 --classes 5 --size 32 --batch 4 --runs 2 --warmup 1 --threads 1 --train --profile 2>&1)
 echo "$out" | grep -q '^conv backward  *4x8x8 24->96 k1 s1  *1 ' && ok || bad "bench --train --profile: backward row: $out"
+# training runs the 3x3 stride-1 forward through Winograd too, unless --no-winograd
+echo "$out" | grep -q '^conv 3x3 (Winograd)  *4x16x16 16->16 k3 s1  *1 ' && ok || bad "bench --train --profile: Winograd row: $out"
+out=$("$env2" bench --arch "$arch" --head 32 --classes 5 --size 32 --batch 4 --runs 2 --warmup 1 --threads 1 --train --profile --no-winograd 2>&1)
+echo "$out" | grep -q '^conv kxk (im2col+GEMM)  *4x16x16 16->16 k3 s1  *1 ' && ! echo "$out" | grep -q Winograd && ok ||
+    bad "bench --train --profile --no-winograd: $out"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

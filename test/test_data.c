@@ -1061,6 +1061,8 @@ static void test_commands(void)
         snprintf(ck, sizeof ck, "%s/checkpoint.safetensors", b);
         before = slurp(ck);
         CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --batch 16 --quiet", b), 1);
+        /* the convolution path is part of the run too */
+        CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --no-winograd --quiet", b), 1);
         ma = slurp(ck);
         CHECK(before && ma && file_size(ck) > 0 && memcmp(before, ma, (size_t)file_size(ck)) == 0);
         free(before);
@@ -1079,6 +1081,24 @@ static void test_commands(void)
     CHECK_MSG(ma && mb && !strcmp(ma, mb), "\n%s\nvs\n%s", ma ? ma : "(none)", mb ? mb : "(none)");
     free(ma);
     free(mb);
+
+    /* --no-winograd: the exact im2col path for the 3x3 stride-1 convolution
+     * in training too, so another model; stored in the checkpoint, so a
+     * resumed run keeps it without being told and ends bit-identical */
+    {
+        char w1[600], w2[600], m1[700], m2[700];
+        snprintf(w1, sizeof w1, "%s/run_w1", tmpdir);
+        snprintf(w2, sizeof w2, "%s/run_w2", tmpdir);
+        CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --no-winograd", common, data, w1), 0);
+        CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --no-winograd --stop-after 6", common, data, w2),
+                     130);
+        CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --quiet", w2), 0);
+        snprintf(m1, sizeof m1, "%s/model.safetensors", w1);
+        snprintf(m2, sizeof m2, "%s/model.safetensors", w2);
+        CHECK(file_size(m1) > 0 && same_file(m1, m2));
+        snprintf(m2, sizeof m2, "%s/model.safetensors", a);
+        CHECK(!same_file(m1, m2));
+    }
 
     /* --ema-restart: every epoch here is a stage, so the average restarts at
      * steps 4 and 8; stopped at step 10 (in the last stage, after a restart)

@@ -400,8 +400,8 @@ static void test_conv_shape(k_conv_shape s, int epk)
         k_gemm_test_no_buffer = 1;
         k_conv2d_fwd(2, &s, x, w, y3, epp, ws);
         k_gemm_test_no_buffer = 0;
-        k_conv2d_bwd_data(1, &s, dy, w, dx1, ws);
-        k_conv2d_bwd_data(2, &s, dy, w, dx2, ws);
+        k_conv2d_bwd_data(1, &s, dy, w, dx1, ws, 0);
+        k_conv2d_bwd_data(2, &s, dy, w, dx2, ws, 0);
         k_conv2d_bwd_weight(1, &s, x, dy, dw1, ws);
         k_conv2d_bwd_weight(2, &s, x, dy, dw2, ws);
         double tol = 2e-7 * (double)(K + 8);
@@ -552,7 +552,7 @@ static void bench(void)
                 for (int rep = 0; rep < 5; rep++) {
                     double t0 = now_s();
                     if (pass == 0) k_conv2d_fwd(nt, &s, x, w, y, NULL, ws);
-                    else if (pass == 1) k_conv2d_bwd_data(nt, &s, dy, w, dx, ws);
+                    else if (pass == 1) k_conv2d_bwd_data(nt, &s, dy, w, dx, ws, 0);
                     else k_conv2d_bwd_weight(nt, &s, x, dy, dw, ws);
                     double el = now_s() - t0;
                     if (el < best) best = el;

@@ -409,13 +409,14 @@ int main(int argc, char **argv)
                 check_grads(m);
                 env2_model_destroy(m);
             }
-            /* and the exact (im2col) inference path */
+            /* and the exact (im2col) path, for inference and training */
             load_winograd = 0;
             m = load_model();
             load_winograd = 1;
             CHECK(m != NULL);
             if (m) {
                 check_eval(m);
+                check_grads(m);
                 env2_model_destroy(m);
             }
             check_optim("sgd", ENV2_OPT_SGD, 0.05f, 1e-4f, 0);

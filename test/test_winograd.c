@@ -1,7 +1,8 @@
 /* Winograd F(4x4, 3x3) forward (winograd.c) against the direct reference
  * convolution: odd sizes and channel counts, every padding, every
  * epilogue (also the in-place residual), every SIMD path, more than one K
- * block, the no-buffer fallback, and bit-identity across thread counts. */
+ * block, the no-buffer fallback, and bit-identity across thread counts; and
+ * the stride-1 data gradient that training runs through it. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -157,6 +158,97 @@ static void test_hand(void)
     CHECK(!k_wino_ok(&s));
 }
 
+/* The stride-1 data gradient through Winograd (k_conv2d_bwd_data with
+ * wino = 1, as training runs it): a correlation of dy with the flipped,
+ * transposed taps, summing 9 * co terms per input pixel. */
+static void run_bwd(k_conv_shape s)
+{
+    const long nx = (long)s.n * s.h * s.w * s.ci, ny = (long)s.n * s.ho * s.wo * s.co, nw = 9L * s.ci * s.co;
+    float *dy = frandom(ny), *w = frandom(nw), *ref = falloc(nx), *d1 = falloc(nx), *d2 = falloc(nx),
+          *d3 = falloc(nx);
+    float *ws = falloc((long)k_conv2d_train_workspace(&s, 1));
+    k_conv2d_bwd_data_ref(&s, dy, w, ref);
+    k_conv_shape ts = s; /* the shape the sums are taken over: ci' = co */
+    ts.ci = s.co;
+    double tol = wino_tol(&ts);
+    char tag[160];
+    snprintf(tag, sizeof tag, "bwd data n=%d %dx%d ci=%d co=%d pad=%d,%d out=%dx%d", s.n, s.h, s.w, s.ci, s.co,
+             s.pad_t, s.pad_l, s.ho, s.wo);
+    for (int li = 0; li < nlevels; li++) {
+        k_simd_force(levels[li]);
+        for (long i = 0; i < nx; i++) d1[i] = d2[i] = d3[i] = NAN; /* overwritten, never read */
+        k_conv2d_bwd_data(1, &s, dy, w, d1, ws, 1);
+        k_conv2d_bwd_data(2, &s, dy, w, d2, ws, 1);
+        k_conv2d_bwd_data(3, &s, dy, w, d3, ws, 1);
+        double e = test_max_rel_diff(d1, ref, nx);
+        if (e / tol > worst_ratio) worst_ratio = e / tol;
+        if (getenv("ENV2_TEST_VERBOSE")) printf("%s %s: %.3g (tol %.3g)\n", k_simd_name(levels[li]), tag, e, tol);
+        CHECK_MSG(e <= tol, "%s %s rel err %.3g > %.3g", k_simd_name(levels[li]), tag, e, tol);
+        CHECK_MSG(same_bits(d1, d2, nx) && same_bits(d1, d3, nx), "%s %s: thread count changes bits",
+                  k_simd_name(levels[li]), tag);
+    }
+    k_simd_force(K_SIMD_AVX512);
+    free(dy);
+    free(w);
+    free(ref);
+    free(d1);
+    free(d2);
+    free(d3);
+    free(ws);
+}
+
+static void test_bwd_data(void)
+{
+    static const wcase cases[] = {
+        {1, 1, 1, 1, 1}, {2, 13, 7, 13, 33}, {1, 7, 9, 24, 5}, {3, 5, 9, 40, 8}, {1, 16, 16, 192, 48}, {2, 9, 9, 17, 64},
+    };
+    int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < nc; i++) {
+        const wcase *c = &cases[i];
+        k_conv_shape s;
+        k_conv_shape_init(&s, c->n, c->h, c->w, c->ci, c->co, 3, 1, i % 2);
+        run_bwd(s);
+        if (c->h >= 3 && c->w >= 3) {
+            k_conv_shape v = s;
+            v.pad_t = v.pad_l = 0;
+            v.ho = c->h - 2;
+            v.wo = c->w - 2;
+            run_bwd(v);
+        }
+        k_conv_shape u = s;
+        u.pad_t = 2;
+        u.pad_l = 0;
+        u.ho = c->h + 2;
+        u.wo = c->w - 2 > 0 ? c->w - 2 : 1;
+        run_bwd(u);
+    }
+    /* hand case: only tap (0, 0) is set, so y(oh, ow) = x(oh - 1, ow - 1) and
+     * dx(ih, iw) = dy(ih + 1, iw + 1) where that exists */
+    k_conv_shape s;
+    k_conv_shape_init(&s, 1, 3, 3, 1, 1, 3, 1, 0);
+    float dy[9], w[9] = {1, 0, 0, 0, 0, 0, 0, 0, 0}, dx[9];
+    for (int i = 0; i < 9; i++) dy[i] = (float)(i + 1);
+    float *ws = falloc((long)k_conv2d_train_workspace(&s, 1));
+    k_conv2d_bwd_data(1, &s, dy, w, dx, ws, 1);
+    const float want[9] = {5, 6, 0, 8, 9, 0, 0, 0, 0};
+    for (int i = 0; i < 9; i++) CHECK_MSG(fabsf(dx[i] - want[i]) <= 1e-5f, "dx[%d] = %.7g, want %g", i, dx[i], want[i]);
+    free(ws);
+    /* a stride-2 shape does not qualify: wino = 1 gives the GEMM path's bits */
+    k_conv_shape_init(&s, 2, 9, 9, 8, 12, 3, 2, 0);
+    const long nx = 2L * 9 * 9 * 8, ny = (long)2 * s.ho * s.wo * 12;
+    float *g = frandom(ny), *wt = frandom(9L * 8 * 12), *a = falloc(nx), *b = falloc(nx);
+    float *ws2 = falloc((long)k_conv2d_train_workspace(&s, 1));
+    CHECK(k_conv2d_train_workspace(&s, 1) == k_conv2d_workspace(&s, 1));
+    k_conv2d_bwd_data(2, &s, g, wt, a, ws2, 0);
+    k_conv2d_bwd_data(2, &s, g, wt, b, ws2, 1);
+    CHECK(same_bits(a, b, nx));
+    free(g);
+    free(wt);
+    free(a);
+    free(b);
+    free(ws2);
+}
+
 int main(void)
 {
     test_rng_state = 0x243F6A8885A308D3ull;
@@ -164,6 +256,7 @@ int main(void)
     for (int l = K_SIMD_GENERIC; l <= d; l++) levels[nlevels++] = l;
     test_hand();
     test_shapes();
+    test_bwd_data();
     if (getenv("ENV2_TEST_VERBOSE")) printf("worst error / tolerance: %.3f\n", worst_ratio);
     k_simd_force(99);
     return test_summary();

@@ -259,7 +259,7 @@ static const topt topts[] = {
     OPT("max-steps", T_LL, max_steps, F_RUN, 1, 9e15),
     OPT("eval-max", T_LL, eval_max, F_KEEP, 1, 9e15),
     OPT("quiet", T_FLAG, quiet, 0, 0, 0),
-    OPT("no-winograd", T_FLAG, no_winograd, 0, 0, 0),
+    OPT("no-winograd", T_FLAG, no_winograd, F_RUN, 0, 0),
     OPT("no-prefetch", T_FLAG, no_prefetch, F_KEEP, 0, 0),
     OPT("stop-after", T_LL, stop_after, 0, 1, 9e15),
     OPT("keep-activations", T_STR, keep_activations, F_KEEP, 0, 0),
@@ -825,7 +825,8 @@ static const char *train_usage =
     "        default 0: the official absolute pixels)\n"
     "run:    --out DIR (env2-run)  --resume  --overwrite  --seed S  --threads N  --eval-size S  --eval-stage-size\n"
     "        --eval-max N  --max-steps N (per epoch)  --quiet  --no-prefetch  --stop-after STEP (acts as Ctrl-C there)\n"
-    "        --no-winograd (evaluate with the exact im2col path, bit-identical to the training forward)\n"
+    "        --no-winograd (3x3 stride-1 convolutions by the exact im2col GEMM instead of Winograd, in training\n"
+    "        and evaluation; part of the run: results differ in the last bits)\n"
     "        --keep-activations auto|on|off (keep layer outputs for backward: faster, more memory; auto: when\n"
     "        that adds at most 256 MiB; results are the same)\n"
     "PRESET: paper-s|paper-m|paper-l|official-s|official-m|official-l|official-xl.  See docs/TRAINING.md.\n";

@@ -76,6 +76,34 @@ size_t k_conv2d_workspace(const k_conv_shape *s, int nt)
     return chunk > flipped ? chunk : flipped;
 }
 
+/* The stride-1 data gradient as a forward convolution: dx[ih] = sum_kh
+ * dy[ih + pad_t - kh] w[kh] = sum_kh' dy[ih - (KH-1-pad_t) + kh'] w[KH-1-kh'],
+ * a correlation of dy (ci' = co, co' = ci) with padding KH-1-pad_t and the
+ * taps flipped and transposed. */
+static void bwd_data_shape(const k_conv_shape *s, k_conv_shape *ts)
+{
+    *ts = *s;
+    ts->h = s->ho;
+    ts->w = s->wo;
+    ts->ci = s->co;
+    ts->co = s->ci;
+    ts->pad_t = s->kh - 1 - s->pad_t;
+    ts->pad_l = s->kw - 1 - s->pad_l;
+    ts->ho = s->h;
+    ts->wo = s->w;
+}
+
+size_t k_conv2d_train_workspace(const k_conv_shape *s, int wino)
+{
+    size_t ws = k_conv2d_workspace(s, 1);
+    if (!wino || !k_wino_ok(s)) return ws;
+    k_conv_shape ts;
+    bwd_data_shape(s, &ts);
+    size_t f = k_wino_workspace(s), b = (size_t)s->kh * s->kw * s->ci * s->co + k_wino_workspace(&ts);
+    if (f > ws) ws = f;
+    return b > ws ? b : ws;
+}
+
 /* ---- im2col gather ------------------------------------------------------------
  * Row i of col is output pixel (n, oh, ow); column k is (kh, kw, c).  For one
  * kernel row kh the kw*ci columns are consecutive pixels of one input line, so
@@ -350,7 +378,7 @@ static void zero_floats(int nt, float *p, long n)
     k_par_run(nt, zero_fn, &j);
 }
 
-void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws)
+void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws, int wino)
 {
     const long rows = (long)s->n * s->ho * s->wo, K = (long)s->kh * s->kw * s->ci;
     if (is_pointwise(s)) {
@@ -358,8 +386,6 @@ void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const flo
         return;
     }
     if (s->stride == 1) {
-        /* dx[ih] = sum_kh dy[ih + pad_t - kh] w[kh] = sum_kh' dy[ih - (KH-1-pad_t) + kh'] w[KH-1-kh']:
-         * a forward convolution of dy (ci' = co, co' = ci) with padding KH-1-pad_t. */
         const long taps = (long)s->kh * s->kw, ci = s->ci, co = s->co;
         for (long t = 0; t < taps; t++) {
             const float *src = w + (taps - 1 - t) * ci * co;
@@ -367,17 +393,14 @@ void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const flo
             for (long c = 0; c < ci; c++)
                 for (long o = 0; o < co; o++) dst[o * ci + c] = src[c * co + o];
         }
-        k_conv_shape ts = *s;
-        ts.h = s->ho;
-        ts.w = s->wo;
-        ts.ci = s->co;
-        ts.co = s->ci;
-        ts.pad_t = s->kh - 1 - s->pad_t;
-        ts.pad_l = s->kw - 1 - s->pad_l;
-        ts.ho = s->h;
-        ts.wo = s->w;
+        k_conv_shape ts;
+        bwd_data_shape(s, &ts);
         const long drows = (long)s->n * s->h * s->w;
         if (drows <= 0 || ci <= 0) return;
+        if (wino && k_wino_ok(&ts)) {
+            k_conv2d_fwd_wino(nt, &ts, dy, ws, dx, NULL, ws + taps * ci * co);
+            return;
+        }
         col_src src = {&ts, dy};
         k_sgemm_packa(nt, drows, ci, taps * co, gather_panel, &src, ws, ci, 0.0f, dx, ci, NULL);
         return;

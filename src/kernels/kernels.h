@@ -83,8 +83,14 @@ void k_conv_shape_init(k_conv_shape *s, int n, int h, int w, int ci, int co, int
 size_t k_conv2d_workspace(const k_conv_shape *s, int nt);
 void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                   float *ws);
-/* dx = conv_transpose(dy, w): overwrites dx [n][h][w][ci] */
-void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws);
+/* dx = conv_transpose(dy, w): overwrites dx [n][h][w][ci].  wino = 1 runs a
+ * 3x3 stride-1 shape as a Winograd forward convolution of dy with the taps
+ * flipped (k_conv2d_fwd_wino's accuracy, not bit-identical to wino = 0);
+ * ws then holds k_conv2d_train_workspace(s, 1) floats. */
+void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws, int wino);
+/* Workspace for k_conv2d_fwd, k_conv2d_fwd_wino (when wino and the shape
+ * qualifies), k_conv2d_bwd_data with that wino and k_conv2d_bwd_weight. */
+size_t k_conv2d_train_workspace(const k_conv_shape *s, int wino);
 /* dw += x (*) dy: accumulates into dw [kh][kw][ci][co] */
 void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws);
 /* 1 when the forward and weight gradient of this shape run on the direct
@@ -94,9 +100,10 @@ void k_conv2d_fwd_ref(const k_conv_shape *s, const float *x, const float *w, flo
 void k_conv2d_bwd_data_ref(const k_conv_shape *s, const float *dy, const float *w, float *dx);
 void k_conv2d_bwd_weight_ref(const k_conv_shape *s, const float *x, const float *dy, float *dw);
 
-/* 3x3 stride-1 forward by Winograd F(4x4, 3x3) (winograd.c), for inference:
- * about 2.25x fewer multiply-adds than the GEMM path, results within about
- * 1e-6 of the output scale of it but not bit-identical.  k_wino_ok() says
+/* 3x3 stride-1 forward by Winograd F(4x4, 3x3) (winograd.c), for inference,
+ * the training forward and the stride-1 data gradient (unless the model has
+ * winograd = 0): about 2.25x fewer multiply-adds than the GEMM path, results
+ * within about 1e-6 of the output scale of it but not bit-identical.  k_wino_ok() says
  * whether a shape qualifies (3x3, stride 1, any padding); ws holds
  * k_wino_workspace() floats (the transformed filter; independent of nt).
  * Same epilogue and aliasing rules as k_conv2d_fwd. */

@@ -3,10 +3,11 @@
  * Why: in inference of the Fused-MBConv stages the 3x3 convolutions are a
  * third or more of all time (V2-S at 384: 42 %), and im2col + GEMM spends
  * 9 * ci multiply-adds per output and channel where this spends 36/16 * ci
- * (2.25) plus the transforms.  It is used only where results may differ from
- * the training forward in the last bits: env2_forward and evaluation, unless
- * the model was created with winograd = 0.  Training keeps the im2col GEMM,
- * whose sums backward and the recomputed activations must reproduce.
+ * (2.25) plus the transforms.  It runs in env2_forward, evaluation, the
+ * training forward and the stride-1 data gradient (conv.c), unless the model
+ * was created with winograd = 0; the results differ from the im2col GEMM's
+ * in the last bits.  Backward never recomputes a convolution's output (z is
+ * stored), so the two paths are never mixed within one step.
  *
  * Work: output tiles of 4 x 4 pixels in blocks of tbp tiles (a multiple of
  * the micro-kernel's MR).  Per block, the input transform writes V

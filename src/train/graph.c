@@ -81,7 +81,7 @@ static void plan_conv(planner *p, const convbn *c, int n, int *h, int *w, val *c
     size_t in = (size_t)n * *h * *w * c->ci;
     if (in > *maxact) *maxact = in;
     if (c->kind == T_CONV) {
-        size_t ws = k_conv2d_workspace(&sh, 1);
+        size_t ws = k_conv2d_train_workspace(&sh, p->t->m->winograd);
         if (ws > *maxws) *maxws = ws;
     }
     *h = sh.ho;
@@ -265,6 +265,9 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks)
             else if (c->k == 1 && c->stride == 1)
                 PROF_CONV(PROF_CONV1X1, &nd->sh, 0, 1,
                           k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
+            else if (m->winograd && k_wino_ok(&nd->sh))
+                PROF_CONV(PROF_WINO, &nd->sh, 0, 1,
+                          k_conv2d_fwd_wino(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
             else
                 PROF_CONV(k_conv2d_direct(&nd->sh) ? PROF_CONVSMALL : PROF_CONVKXK, &nd->sh, 0, 1,
                           k_conv2d_fwd(nt, &nd->sh, nd->in, params + c->w, nd->z, NULL, t->conv_ws));
@@ -356,7 +359,7 @@ void graph_backward(env2_trainer *t, const float *params)
             } else {
                 PROF_CONV(PROF_CONV_BWD, &nd->sh, 0, i > 0 ? 2 : 1,
                           k_conv2d_bwd_weight(nt, &nd->sh, in, T, grads + c->w, t->conv_ws);
-                          if (i > 0) k_conv2d_bwd_data(nt, &nd->sh, T, params + c->w, G2, t->conv_ws));
+                          if (i > 0) k_conv2d_bwd_data(nt, &nd->sh, T, params + c->w, G2, t->conv_ws, m->winograd));
             }
             float *sw = G;
             G = G2;
