@@ -151,10 +151,11 @@ typedef struct env2_model_options {
     int32_t num_threads;     /**< threads for forward/training; 0 = all cores */
     int32_t winograd;        /**< 1 (default): 3x3 stride-1 convolutions run by
                                   Winograd F(4x4,3x3) in env2_forward, evaluation,
-                                  the training forward and the data gradient
+                                  the training forward and both gradients
                                   (about 2x faster; results within ~1e-6 of the
-                                  output scale of the exact path, the same for
-                                  any thread count); 0: the exact im2col GEMM
+                                  output scale of the exact path, 1e-5 for the
+                                  weight gradient, the same for any thread
+                                  count); 0: the exact im2col GEMM
                                   everywhere, the training results of releases
                                   before Winograd training.  Since 0.1 (training
                                   since 0.1, 2026-11-29). */

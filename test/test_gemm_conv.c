@@ -402,8 +402,8 @@ static void test_conv_shape(k_conv_shape s, int epk)
         k_gemm_test_no_buffer = 0;
         k_conv2d_bwd_data(1, &s, dy, w, dx1, ws, 0);
         k_conv2d_bwd_data(2, &s, dy, w, dx2, ws, 0);
-        k_conv2d_bwd_weight(1, &s, x, dy, dw1, ws);
-        k_conv2d_bwd_weight(2, &s, x, dy, dw2, ws);
+        k_conv2d_bwd_weight(1, &s, x, dy, dw1, ws, 0);
+        k_conv2d_bwd_weight(2, &s, x, dy, dw2, ws, 0);
         double tol = 2e-7 * (double)(K + 8);
         double ey = test_max_rel_diff(y1, yr, ny), ex = test_max_rel_diff(dx1, dxr, nx),
                ew = test_max_rel_diff(dw1, dwr, nw);
@@ -425,7 +425,7 @@ static void test_conv_shape(k_conv_shape s, int epk)
             float *yg = falloc(ny), *dwg = fcopy(dw0, nw);
             k_conv_test_no_direct = 1;
             k_conv2d_fwd(2, &s, x, w, yg, epp, ws);
-            k_conv2d_bwd_weight(2, &s, x, dy, dwg, ws);
+            k_conv2d_bwd_weight(2, &s, x, dy, dwg, ws, 0);
             k_conv_test_no_direct = 0;
             CHECK_MSG(same_bits(y1, yg, ny), "%s %s fwd: direct and GEMM paths differ", k_simd_name(levels[li]), tag);
             CHECK_MSG(same_bits(dw1, dwg, nw), "%s %s bwd_weight: direct and GEMM paths differ",
@@ -553,7 +553,7 @@ static void bench(void)
                     double t0 = now_s();
                     if (pass == 0) k_conv2d_fwd(nt, &s, x, w, y, NULL, ws);
                     else if (pass == 1) k_conv2d_bwd_data(nt, &s, dy, w, dx, ws, 0);
-                    else k_conv2d_bwd_weight(nt, &s, x, dy, dw, ws);
+                    else k_conv2d_bwd_weight(nt, &s, x, dy, dw, ws, 0);
                     double el = now_s() - t0;
                     if (el < best) best = el;
                 }

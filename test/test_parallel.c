@@ -125,11 +125,11 @@ static void test_kernels_odd(void)
     float *dx1 = falloc(xn), *dxt = falloc(xn), *dw1 = falloc(wn), *dwt = falloc(wn);
     memset(dw1, 0, (size_t)wn * sizeof(float));
     k_conv2d_bwd_data(1, &s, dy, w, dx1, ws, 0);
-    k_conv2d_bwd_weight(1, &s, x, dy, dw1, ws);
+    k_conv2d_bwd_weight(1, &s, x, dy, dw1, ws, 0);
     for (int nt = 3; nt <= 5; nt += 2) {
         memset(dwt, 0, (size_t)wn * sizeof(float));
         k_conv2d_bwd_data(nt, &s, dy, w, dxt, ws, 0);
-        k_conv2d_bwd_weight(nt, &s, x, dy, dwt, ws);
+        k_conv2d_bwd_weight(nt, &s, x, dy, dwt, ws, 0);
         CHECK_MSG(same_bits(dx1, dxt, xn), "conv bwd_data %d threads != 1 thread", nt);
         CHECK_MSG(same_bits(dw1, dwt, wn), "conv bwd_weight %d threads != 1 thread", nt);
     }

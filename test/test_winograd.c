@@ -197,6 +197,105 @@ static void run_bwd(k_conv_shape s)
     free(ws);
 }
 
+/* The weight gradient through Winograd: each of the 9 * ci * co outputs sums
+ * n * ho * wo products, so the tolerance grows with that count.  Measured
+ * errors stay below half of it (about 10x the im2col GEMM's own error); a
+ * wrong coefficient or tile offset gives errors of order 1e-2 or more. */
+static double dw_tol(const k_conv_shape *s) { return 4e-7 * sqrt((double)s->n * s->ho * s->wo) + 4e-6; }
+
+static void run_bwdw(k_conv_shape s)
+{
+    const long nx = (long)s.n * s.h * s.w * s.ci, ny = (long)s.n * s.ho * s.wo * s.co, nw = 9L * s.ci * s.co;
+    float *x = frandom(nx), *dy = frandom(ny), *ref = falloc(nw), *d1 = falloc(nw), *d2 = falloc(nw), *d3 = falloc(nw),
+          *dg = falloc(nw);
+    float *ws = falloc((long)k_wino_bwd_weight_workspace(&s) + 1);
+    CHECK(k_conv2d_train_workspace(&s, 1) >= k_wino_bwd_weight_workspace(&s));
+    memset(ref, 0, (size_t)nw * sizeof(float)); /* the reference accumulates too */
+    k_conv2d_bwd_weight_ref(&s, x, dy, ref);
+    double tol = dw_tol(&s);
+    char tag[160];
+    snprintf(tag, sizeof tag, "bwd weight n=%d %dx%d ci=%d co=%d pad=%d,%d out=%dx%d", s.n, s.h, s.w, s.ci, s.co,
+             s.pad_t, s.pad_l, s.ho, s.wo);
+    /* the GEMM path's own error, for the record */
+    float *wsg = falloc((long)k_conv2d_workspace(&s, 1) + 1);
+    memset(dg, 0, (size_t)nw * sizeof(float));
+    k_conv2d_bwd_weight(2, &s, x, dy, dg, wsg, 0);
+    double eg = test_max_rel_diff(dg, ref, nw);
+    for (int li = 0; li < nlevels; li++) {
+        k_simd_force(levels[li]);
+        memset(d1, 0, (size_t)nw * sizeof(float));
+        memset(d2, 0, (size_t)nw * sizeof(float));
+        memset(d3, 0, (size_t)nw * sizeof(float));
+        k_conv2d_bwd_weight_wino(1, &s, x, dy, d1, ws);
+        k_conv2d_bwd_weight_wino(2, &s, x, dy, d2, ws);
+        k_conv2d_bwd_weight_wino(3, &s, x, dy, d3, ws);
+        double e = test_max_rel_diff(d1, ref, nw);
+        if (e / tol > worst_ratio) worst_ratio = e / tol;
+        if (getenv("ENV2_TEST_VERBOSE"))
+            printf("%s %s: %.3g (tol %.3g; im2col GEMM %.3g)\n", k_simd_name(levels[li]), tag, e, tol, eg);
+        CHECK_MSG(e <= tol, "%s %s rel err %.3g > %.3g", k_simd_name(levels[li]), tag, e, tol);
+        CHECK_MSG(same_bits(d1, d2, nw) && same_bits(d1, d3, nw), "%s %s: thread count changes bits",
+                  k_simd_name(levels[li]), tag);
+        /* the dispatching entry point takes this path */
+        memset(d3, 0, (size_t)nw * sizeof(float));
+        k_conv2d_bwd_weight(2, &s, x, dy, d3, ws, 1);
+        CHECK_MSG(same_bits(d1, d3, nw), "%s %s: k_conv2d_bwd_weight(wino = 1) differs", k_simd_name(levels[li]), tag);
+        /* it accumulates: a second call adds the same gradient again */
+        k_conv2d_bwd_weight_wino(2, &s, x, dy, d2, ws);
+        for (long i = 0; i < nw; i++) d3[i] = 2.0f * ref[i];
+        CHECK_MSG(test_max_rel_diff(d2, d3, nw) <= tol, "%s %s: does not accumulate", k_simd_name(levels[li]), tag);
+    }
+    k_simd_force(K_SIMD_AVX512);
+    free(x);
+    free(dy);
+    free(ref);
+    free(d1);
+    free(d2);
+    free(d3);
+    free(dg);
+    free(ws);
+    free(wsg);
+}
+
+static void test_bwd_weight(void)
+{
+    static const wcase cases[] = {
+        {1, 1, 1, 1, 1},  {2, 13, 7, 13, 33}, {1, 7, 9, 24, 5},   {3, 5, 9, 40, 8},
+        {2, 16, 16, 48, 64}, {9, 9, 9, 17, 24}, {4, 20, 20, 24, 24},
+    };
+    int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < nc; i++) {
+        const wcase *c = &cases[i];
+        k_conv_shape s;
+        k_conv_shape_init(&s, c->n, c->h, c->w, c->ci, c->co, 3, 1, i % 2);
+        run_bwdw(s);
+        if (c->h >= 3 && c->w >= 3) {
+            k_conv_shape v = s;
+            v.pad_t = v.pad_l = 0;
+            v.ho = c->h - 2;
+            v.wo = c->w - 2;
+            run_bwdw(v);
+        }
+        k_conv_shape u = s;
+        u.pad_t = 2;
+        u.pad_l = 0;
+        u.ho = c->h + 2;
+        u.wo = c->w - 2 > 0 ? c->w - 2 : 1;
+        run_bwdw(u);
+    }
+    /* hand case: x = 1..9 (3 x 3), dy = 1 at output (0, 0) only, padding 1:
+     * dw(kh, kw) = x(kh - 1, kw - 1), zero where that is padding */
+    k_conv_shape s;
+    k_conv_shape_init(&s, 1, 3, 3, 1, 1, 3, 1, 0);
+    float x[9], dy[9] = {1, 0, 0, 0, 0, 0, 0, 0, 0}, dw[9] = {0};
+    for (int i = 0; i < 9; i++) x[i] = (float)(i + 1);
+    float *ws = falloc((long)k_wino_bwd_weight_workspace(&s));
+    k_conv2d_bwd_weight_wino(1, &s, x, dy, dw, ws);
+    const float want[9] = {0, 0, 0, 0, 1, 2, 0, 4, 5};
+    for (int i = 0; i < 9; i++) CHECK_MSG(fabsf(dw[i] - want[i]) <= 1e-5f, "dw[%d] = %.7g, want %g", i, dw[i], want[i]);
+    free(ws);
+}
+
 static void test_bwd_data(void)
 {
     static const wcase cases[] = {
@@ -257,6 +356,7 @@ int main(void)
     test_hand();
     test_shapes();
     test_bwd_data();
+    test_bwd_weight();
     if (getenv("ENV2_TEST_VERBOSE")) printf("worst error / tolerance: %.3f\n", worst_ratio);
     k_simd_force(99);
     return test_summary();

@@ -99,8 +99,10 @@ size_t k_conv2d_train_workspace(const k_conv_shape *s, int wino)
     if (!wino || !k_wino_ok(s)) return ws;
     k_conv_shape ts;
     bwd_data_shape(s, &ts);
-    size_t f = k_wino_workspace(s), b = (size_t)s->kh * s->kw * s->ci * s->co + k_wino_workspace(&ts);
+    size_t f = k_wino_workspace(s), b = (size_t)s->kh * s->kw * s->ci * s->co + k_wino_workspace(&ts),
+           g = k_wino_bwd_weight_workspace(s);
     if (f > ws) ws = f;
+    if (g > ws) ws = g;
     return b > ws ? b : ws;
 }
 
@@ -440,10 +442,15 @@ static void bwdw_fn(void *arg, int ith, int nth)
     }
 }
 
-void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws)
+void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws,
+                         int wino)
 {
     const long rows = (long)s->n * s->ho * s->wo, K = (long)s->kh * s->kw * s->ci;
     if (rows <= 0) return;
+    if (wino && k_wino_ok(s)) {
+        k_conv2d_bwd_weight_wino(nt, s, x, dy, dw, ws);
+        return;
+    }
     if (is_pointwise(s)) {
         k_sgemm(nt, 1, 0, s->ci, s->co, rows, 1.0f, x, s->ci, dy, s->co, 1.0f, dw, s->co, NULL);
         return;

@@ -89,10 +89,13 @@ void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
  * ws then holds k_conv2d_train_workspace(s, 1) floats. */
 void k_conv2d_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx, float *ws, int wino);
 /* Workspace for k_conv2d_fwd, k_conv2d_fwd_wino (when wino and the shape
- * qualifies), k_conv2d_bwd_data with that wino and k_conv2d_bwd_weight. */
+ * qualifies), and k_conv2d_bwd_data and k_conv2d_bwd_weight with that wino. */
 size_t k_conv2d_train_workspace(const k_conv_shape *s, int wino);
-/* dw += x (*) dy: accumulates into dw [kh][kw][ci][co] */
-void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws);
+/* dw += x (*) dy: accumulates into dw [kh][kw][ci][co].  wino = 1 runs a 3x3
+ * stride-1 shape by Winograd (k_conv2d_bwd_weight_wino), with ws of
+ * k_conv2d_train_workspace(s, 1) floats. */
+void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws,
+                         int wino);
 /* 1 when the forward and weight gradient of this shape run on the direct
  * few-input-channel kernels (the stem) rather than the GEMM; for profiling. */
 int k_conv2d_direct(const k_conv_shape *s);
@@ -101,7 +104,7 @@ void k_conv2d_bwd_data_ref(const k_conv_shape *s, const float *dy, const float *
 void k_conv2d_bwd_weight_ref(const k_conv_shape *s, const float *x, const float *dy, float *dw);
 
 /* 3x3 stride-1 forward by Winograd F(4x4, 3x3) (winograd.c), for inference,
- * the training forward and the stride-1 data gradient (unless the model has
+ * the training forward and the data gradient (unless the model has
  * winograd = 0): about 2.25x fewer multiply-adds than the GEMM path, results
  * within about 1e-6 of the output scale of it but not bit-identical.  k_wino_ok() says
  * whether a shape qualifies (3x3, stride 1, any padding); ws holds
@@ -111,6 +114,12 @@ int k_wino_ok(const k_conv_shape *s);
 size_t k_wino_workspace(const k_conv_shape *s);
 void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                        float *ws);
+/* dw += the weight gradient of a 3x3 stride-1 shape by Winograd (the same
+ * F(4x4, 3x3) tiles read backwards); ws holds k_wino_bwd_weight_workspace()
+ * floats.  Same accumulation rule as k_conv2d_bwd_weight, results within
+ * about 1e-6 of the gradient's scale of it. */
+size_t k_wino_bwd_weight_workspace(const k_conv_shape *s);
+void k_conv2d_bwd_weight_wino(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws);
 /* Tests: caps the transforms' SIMD build (-1 = the level in effect). */
 extern int k_wino_test_level;
 

@@ -4,7 +4,8 @@
  * third or more of all time (V2-S at 384: 42 %), and im2col + GEMM spends
  * 9 * ci multiply-adds per output and channel where this spends 36/16 * ci
  * (2.25) plus the transforms.  It runs in env2_forward, evaluation, the
- * training forward and the stride-1 data gradient (conv.c), unless the model
+ * training forward, the stride-1 data gradient (conv.c) and, read
+ * backwards, the weight gradient (the end of this file), unless the model
  * was created with winograd = 0; the results differ from the im2col GEMM's
  * in the last bits.  Backward never recomputes a convolution's output (z is
  * stored), so the two paths are never mixed within one step.
@@ -41,6 +42,12 @@ void k_wino_in_avx512(const k_conv_shape *s, const float *x, long t0, int cnt, i
 void k_wino_out_avx512(const k_conv_shape *s, const float *M, int tbp, int cwp, long t0, int cnt, int c0, int cw,
                        const k_epilogue *ep, float *y);
 void k_wino_w_avx512(const float *w, int ci, int co, int NR, int npan, int k0, int k1, float *U);
+void k_wino_in_rows_avx2(const k_conv_shape *s, const float *x, long t0, int cnt, long pstride, float *V);
+void k_wino_dy_avx2(const k_conv_shape *s, const float *dy, long t0, int cnt, long pstride, float *Y);
+void k_wino_dw_avx2(const float *M, int ci, int co, int k0, int k1, float *dw);
+void k_wino_in_rows_avx512(const k_conv_shape *s, const float *x, long t0, int cnt, long pstride, float *V);
+void k_wino_dy_avx512(const k_conv_shape *s, const float *dy, long t0, int cnt, long pstride, float *Y);
+void k_wino_dw_avx512(const float *M, int ci, int co, int k0, int k1, float *dw);
 #endif
 
 /* Output channels per chunk (before rounding to NR) and tiles per block
@@ -68,22 +75,24 @@ typedef struct wino_fns {
     void (*in)(const k_conv_shape *, const float *, long, int, int, float *);
     void (*out)(const k_conv_shape *, const float *, int, int, long, int, int, int, const k_epilogue *, float *);
     void (*w)(const float *, int, int, int, int, int, int, float *);
+    void (*in_rows)(const k_conv_shape *, const float *, long, int, long, float *);
+    void (*dy)(const k_conv_shape *, const float *, long, int, long, float *);
+    void (*dw)(const float *, int, int, int, int, float *);
 } wino_fns;
 
 static wino_fns pick_fns(void)
 {
-    wino_fns f = {k_wino_in_generic, k_wino_out_generic, k_wino_w_generic};
+    wino_fns f = {k_wino_in_generic,      k_wino_out_generic, k_wino_w_generic,
+                  k_wino_in_rows_generic, k_wino_dy_generic,  k_wino_dw_generic};
 #if K_HAVE_X86_PATHS
     int l = k_simd_level();
     if (k_wino_test_level >= 0 && k_wino_test_level < l) l = k_wino_test_level;
     if (l >= K_SIMD_AVX512) {
-        f.in = k_wino_in_avx512;
-        f.out = k_wino_out_avx512;
-        f.w = k_wino_w_avx512;
+        f = (wino_fns){k_wino_in_avx512,      k_wino_out_avx512, k_wino_w_avx512,
+                       k_wino_in_rows_avx512, k_wino_dy_avx512,  k_wino_dw_avx512};
     } else if (l >= K_SIMD_AVX2) {
-        f.in = k_wino_in_avx2;
-        f.out = k_wino_out_avx2;
-        f.w = k_wino_w_avx2;
+        f = (wino_fns){k_wino_in_avx2,      k_wino_out_avx2, k_wino_w_avx2,
+                       k_wino_in_rows_avx2, k_wino_dy_avx2,  k_wino_dw_avx2};
     }
 #endif
     return f;
@@ -233,4 +242,97 @@ void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const floa
     k_par_run(wt, wtx_fn, &j);
     long items = j.nblk * j.ng;
     k_par_run(items < nt ? (int)items : nt, wino_fn, &j);
+}
+
+/* ---- weight gradient --------------------------------------------------------
+ * dW = G^T [sum over tiles (A u A^T) (.) (B^T d B)] G (winograd_tx.h): per
+ * block of tiles, the input and dy transforms, then the 36 GEMMs
+ * M_p += V_p^T Y_p (ci x co, summed over the block's tiles), and G^T . G once
+ * at the end.  Each M_p is summed by one task, block after block in order,
+ * and the block size depends on the shape only, so the result does not
+ * depend on the thread count. */
+#define WINO_DW_TILES 128             /* at least this many tiles per block (the GEMMs' K) */
+#define WINO_DW_BUDGET (1024L * 1024L) /* V + Y of a block, floats, when that allows more */
+
+static long dw_tiles(const k_conv_shape *s) { return (long)s->n * ((s->ho + 3) / 4) * ((s->wo + 3) / 4); }
+
+/* Tiles per block: a function of the shape only.  Few channels make the 36
+ * GEMMs small, so their blocks are longer. */
+static int dw_block(const k_conv_shape *s)
+{
+    long t = dw_tiles(s), b = WINO_DW_BUDGET / (36L * (s->ci + s->co));
+    if (b < WINO_DW_TILES) b = WINO_DW_TILES;
+    return (int)(t < b ? t : b);
+}
+
+size_t k_wino_bwd_weight_workspace(const k_conv_shape *s)
+{
+    if (!k_wino_ok(s) || s->n <= 0) return 0;
+    size_t tb = (size_t)dw_block(s);
+    return 36 * tb * ((size_t)s->ci + (size_t)s->co) + 36 * (size_t)s->ci * (size_t)s->co;
+}
+
+typedef struct dw_job {
+    const k_conv_shape *s;
+    const float *x, *dy;
+    float *dw, *V, *Y, *M;
+    wino_fns f;
+    long t0;
+    int cnt, tb, first;
+} dw_job;
+
+static void dw_tx_fn(void *arg, int ith, int nth)
+{
+    const dw_job *j = arg;
+    long q0, q1;
+    env2_range(j->cnt, ith, nth, &q0, &q1);
+    if (q1 <= q0) return;
+    const long ci = j->s->ci, co = j->s->co;
+    j->f.in_rows(j->s, j->x, j->t0 + q0, (int)(q1 - q0), (long)j->tb * ci, j->V + q0 * ci);
+    j->f.dy(j->s, j->dy, j->t0 + q0, (int)(q1 - q0), (long)j->tb * co, j->Y + q0 * co);
+}
+
+static void dw_gemm_fn(void *arg, int ith, int nth)
+{
+    const dw_job *j = arg;
+    const long ci = j->s->ci, co = j->s->co;
+    long p0, p1;
+    env2_range(36, ith, nth, &p0, &p1);
+    for (long p = p0; p < p1; p++)
+        k_sgemm(1, 1, 0, ci, co, j->cnt, 1.0f, j->V + p * j->tb * ci, ci, j->Y + p * j->tb * co, co,
+                j->first ? 0.0f : 1.0f, j->M + p * ci * co, co, NULL);
+}
+
+static void dw_out_fn(void *arg, int ith, int nth)
+{
+    const dw_job *j = arg;
+    long k0, k1;
+    env2_range(j->s->ci, ith, nth, &k0, &k1);
+    if (k1 > k0) j->f.dw(j->M, j->s->ci, j->s->co, (int)k0, (int)k1, j->dw);
+}
+
+void k_conv2d_bwd_weight_wino(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw, float *ws)
+{
+    if (!k_wino_ok(s) || s->n <= 0) return;
+    if (nt < 1) nt = 1;
+    dw_job j;
+    memset(&j, 0, sizeof j);
+    j.s = s;
+    j.x = x;
+    j.dy = dy;
+    j.dw = dw;
+    j.f = pick_fns();
+    j.tb = dw_block(s);
+    j.V = ws;
+    j.Y = ws + (long)36 * j.tb * s->ci;
+    j.M = j.Y + (long)36 * j.tb * s->co;
+    const long T = dw_tiles(s);
+    for (long t0 = 0; t0 < T; t0 += j.tb) {
+        j.t0 = t0;
+        j.cnt = (int)(T - t0 < j.tb ? T - t0 : j.tb);
+        j.first = t0 == 0;
+        k_par_run(nt < j.cnt ? nt : j.cnt, dw_tx_fn, &j);
+        k_par_run(nt < 36 ? nt : 36, dw_gemm_fn, &j);
+    }
+    k_par_run(nt < s->ci ? nt : s->ci, dw_out_fn, &j);
 }

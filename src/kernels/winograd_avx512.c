@@ -15,5 +15,8 @@ void WT_NAME(k_wino_in)(const k_conv_shape *s, const float *x, long t0, int cnt,
 void WT_NAME(k_wino_out)(const k_conv_shape *s, const float *M, int tbp, int cwp, long t0, int cnt, int c0, int cw,
                          const k_epilogue *ep, float *y);
 void WT_NAME(k_wino_w)(const float *w, int ci, int co, int NR, int npan, int k0, int k1, float *U);
+void WT_NAME(k_wino_in_rows)(const k_conv_shape *s, const float *x, long t0, int cnt, long pstride, float *V);
+void WT_NAME(k_wino_dy)(const k_conv_shape *s, const float *dy, long t0, int cnt, long pstride, float *Y);
+void WT_NAME(k_wino_dw)(const float *M, int ci, int co, int k0, int k1, float *dw);
 
 #include "winograd_tx.h"

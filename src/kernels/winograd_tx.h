@@ -31,14 +31,12 @@
 #endif
 #endif
 
-/* V[p][q][c] (p = 6i + j, q < tbp, row stride ci) for tiles t0 .. t0+cnt-1;
- * rows cnt .. tbp-1 are zeroed, because the micro-kernel reads whole MR-row
- * panels. */
-WT_EXPORT void WT_NAME(k_wino_in)(const k_conv_shape *s, const float *x, long t0, int cnt, int tbp, float *V)
+/* V[p][q][c] (p = 6i + j, q < cnt, row stride ci, p stride pstride) for
+ * tiles t0 .. t0+cnt-1. */
+WT_EXPORT void WT_NAME(k_wino_in_rows)(const k_conv_shape *s, const float *x, long t0, int cnt, long pstride, float *V)
 {
     static const float zeros[WT_CB];
     const int ci = s->ci, tw = (s->wo + 3) / 4, th = (s->ho + 3) / 4;
-    const long pstride = (long)tbp * ci;
     for (int q = 0; q < cnt; q++) {
         long t = t0 + q, nn = t / ((long)th * tw), r = t % ((long)th * tw);
         int iy0 = (int)(r / tw) * 4 - s->pad_t, ix0 = (int)(r % tw) * 4 - s->pad_l;
@@ -86,8 +84,113 @@ WT_EXPORT void WT_NAME(k_wino_in)(const k_conv_shape *s, const float *x, long t0
             }
         }
     }
+}
+
+/* The same for a block of tbp rows: rows cnt .. tbp-1 are zeroed, because
+ * the micro-kernel reads whole MR-row panels. */
+WT_EXPORT void WT_NAME(k_wino_in)(const k_conv_shape *s, const float *x, long t0, int cnt, int tbp, float *V)
+{
+    const int ci = s->ci;
+    const long pstride = (long)tbp * ci;
+    WT_NAME(k_wino_in_rows)(s, x, t0, cnt, pstride, V);
     if (cnt < tbp)
         for (int p = 0; p < 36; p++) memset(V + p * pstride + (long)cnt * ci, 0, sizeof(float) * (size_t)(tbp - cnt) * ci);
+}
+
+/* Weight gradient.  With u the 4 x 4 tile of dy and d the 6 x 6 input patch
+ * of V above, the tile's contribution to the 3 x 3 weight gradient is
+ *   dW = G^T [(A u A^T) (.) (B^T d B)] G
+ * (the forward's trilinear form read with the filter as the output), so the
+ * 36 elementwise products summed over tiles are 36 GEMMs over the tiles, and
+ * G^T . G is applied once at the end.
+ *
+ * Y[p][q][o] (p = 6a + b, p stride pstride, row stride co) = A u A^T for the
+ * tiles t0 .. t0+cnt-1 of dy [n][ho][wo][co]; outputs past the bottom or
+ * right edge count as zero.  A = (A^T)^T is 6 x 4. */
+WT_EXPORT void WT_NAME(k_wino_dy)(const k_conv_shape *s, const float *dy, long t0, int cnt, long pstride, float *Y)
+{
+    static const float zeros[WT_CB];
+    const int co = s->co, tw = (s->wo + 3) / 4, th = (s->ho + 3) / 4;
+    for (int q = 0; q < cnt; q++) {
+        long t = t0 + q, nn = t / ((long)th * tw), r = t % ((long)th * tw);
+        int oy0 = (int)(r / tw) * 4, ox0 = (int)(r % tw) * 4;
+        const float *src[4][4];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) {
+                int oy = oy0 + i, ox = ox0 + j;
+                src[i][j] = oy < s->ho && ox < s->wo ? dy + ((nn * s->ho + oy) * s->wo + ox) * co : NULL;
+            }
+        for (int c0 = 0; c0 < co; c0 += WT_CB) {
+            const int cb = co - c0 < WT_CB ? co - c0 : WT_CB;
+            float tmp[6][4][WT_CB];
+            for (int j = 0; j < 4; j++) {
+                const float *u0 = src[0][j] ? src[0][j] + c0 : zeros, *u1 = src[1][j] ? src[1][j] + c0 : zeros,
+                            *u2 = src[2][j] ? src[2][j] + c0 : zeros, *u3 = src[3][j] ? src[3][j] + c0 : zeros;
+                SIMD_LOOP
+                for (int c = 0; c < cb; c++) {
+                    float a0 = u0[c], a1 = u1[c], a2 = u2[c], a3 = u3[c];
+                    float e = a0 + a2, o = a1 + a3, e4 = a0 + 4.0f * a2, o4 = a1 + 4.0f * a3;
+                    tmp[0][j][c] = a0;
+                    tmp[1][j][c] = e + o;
+                    tmp[2][j][c] = e - o;
+                    tmp[3][j][c] = e4 + 2.0f * o4;
+                    tmp[4][j][c] = e4 - 2.0f * o4;
+                    tmp[5][j][c] = a3;
+                }
+            }
+            for (int i = 0; i < 6; i++) {
+                float *y0 = Y + (long)(6 * i) * pstride + (long)q * co + c0, *y1 = y0 + pstride, *y2 = y1 + pstride,
+                      *y3 = y2 + pstride, *y4 = y3 + pstride, *y5 = y4 + pstride;
+                SIMD_LOOP
+                for (int c = 0; c < cb; c++) {
+                    float a0 = tmp[i][0][c], a1 = tmp[i][1][c], a2 = tmp[i][2][c], a3 = tmp[i][3][c];
+                    float e = a0 + a2, o = a1 + a3, e4 = a0 + 4.0f * a2, o4 = a1 + 4.0f * a3;
+                    y0[c] = a0;
+                    y1[c] = e + o;
+                    y2[c] = e - o;
+                    y3[c] = e4 + 2.0f * o4;
+                    y4[c] = e4 - 2.0f * o4;
+                    y5[c] = a3;
+                }
+            }
+        }
+    }
+}
+
+/* dw [3][3][ci][co] += G^T M G for input channels [k0, k1), with
+ * M[p][k][o] (p = 6a + b) the 36 summed products. */
+WT_EXPORT void WT_NAME(k_wino_dw)(const float *M, int ci, int co, int k0, int k1, float *dw)
+{
+    const float g0 = 0.25f, g1 = 1.0f / 6.0f, g2 = 1.0f / 12.0f, g3 = 1.0f / 24.0f;
+    const long ps = (long)ci * co, ts = (long)ci * co;
+    for (int k = k0; k < k1; k++)
+        for (int c0 = 0; c0 < co; c0 += WT_CB) {
+            const int cb = co - c0 < WT_CB ? co - c0 : WT_CB;
+            float tmp[3][6][WT_CB];
+            for (int b = 0; b < 6; b++) {
+                const float *m0 = M + (long)b * ps + (long)k * co + c0, *m1 = m0 + 6 * ps, *m2 = m1 + 6 * ps,
+                            *m3 = m2 + 6 * ps, *m4 = m3 + 6 * ps, *m5 = m4 + 6 * ps;
+                SIMD_LOOP
+                for (int c = 0; c < cb; c++) {
+                    float s12 = m1[c] + m2[c], d12 = m2[c] - m1[c], s34 = m3[c] + m4[c], d34 = m3[c] - m4[c];
+                    tmp[0][b][c] = g0 * m0[c] - g1 * s12 + g3 * s34;
+                    tmp[1][b][c] = g1 * d12 + g2 * d34;
+                    tmp[2][b][c] = g1 * (s34 - s12) + m5[c];
+                }
+            }
+            for (int a = 0; a < 3; a++) {
+                float *w0 = dw + (long)(3 * a) * ts + (long)k * co + c0, *w1 = w0 + ts, *w2 = w1 + ts;
+                SIMD_LOOP
+                for (int c = 0; c < cb; c++) {
+                    float m0 = tmp[a][0][c], m1 = tmp[a][1][c], m2 = tmp[a][2][c], m3 = tmp[a][3][c],
+                          m4 = tmp[a][4][c], m5 = tmp[a][5][c];
+                    float s12 = m1 + m2, d12 = m2 - m1, s34 = m3 + m4, d34 = m3 - m4;
+                    w0[c] += g0 * m0 - g1 * s12 + g3 * s34;
+                    w1[c] += g1 * d12 + g2 * d34;
+                    w2[c] += g1 * (s34 - s12) + m5;
+                }
+            }
+        }
 }
 
 /* Output channels [c0, c0 + cw) of tiles t0 .. t0+cnt-1 from

@@ -358,7 +358,7 @@ void graph_backward(env2_trainer *t, const float *params)
                           if (i > 0) k_dwconv_bwd_data(nt, &nd->sh, T, params + c->w, G2));
             } else {
                 PROF_CONV(PROF_CONV_BWD, &nd->sh, 0, i > 0 ? 2 : 1,
-                          k_conv2d_bwd_weight(nt, &nd->sh, in, T, grads + c->w, t->conv_ws);
+                          k_conv2d_bwd_weight(nt, &nd->sh, in, T, grads + c->w, t->conv_ws, m->winograd);
                           if (i > 0) k_conv2d_bwd_data(nt, &nd->sh, T, params + c->w, G2, t->conv_ws, m->winograd));
             }
             float *sw = G;
