@@ -21,7 +21,9 @@ run and their outputs compared with torch:
       others use Winograd, env2's default);  M/L: batch 1 @224x224.
   * gradients (V2-S, batch 2 @128x128 (--grad-size), train mode, dropout and drop-path off,
     cross-entropy with label smoothing 0.1): for every parameter (torchvision
-    names) max|diff| <= tol * max|g|, and |loss diff| <= tol * |loss|.
+    names) max|diff| <= tol * max|g|, and |loss diff| <= tol * |loss|; once
+    with env2's default (Winograd for the 3x3 stride-1 convolutions in the
+    forward and both gradients) and once with --no-winograd (exact).
     Gradients that are zero in exact arithmetic (biases of BNs whose output
     reaches a train-mode BN only through 1x1 convs and residual adds; their
     values are pure round-off) are instead held to tol * max|g| of the same
@@ -217,29 +219,36 @@ def grad_check(args, variant, model, gen, tmp, table):
 
     xpath = os.path.join(tmp, "gx_%s.npy" % variant)
     lpath = os.path.join(tmp, "gl_%s.npy" % variant)
-    gpath = os.path.join(tmp, "g_%s.safetensors" % variant)
     np.save(xpath, np.ascontiguousarray(x, dtype=np.float32))
     np.save(lpath, y.astype(np.int64))
-    cmd = [args.env2, "grad", name, "--weights", wpath, "--input", xpath, "--labels", lpath, "-o", gpath,
-           "--label-smoothing", str(LABEL_SMOOTHING), "--threads", str(args.threads)]
+    # env2's default (Winograd for the 3x3 stride-1 convolutions, in the
+    # forward and both gradients) and the exact im2col path
+    for tag, extra_args in (("", []), (" exact", ["--no-winograd"])):
+        gpath = os.path.join(tmp, "g_%s%s.safetensors" % (variant, tag.strip()))
+        cmd = [args.env2, "grad", name, "--weights", wpath, "--input", xpath, "--labels", lpath, "-o", gpath,
+               "--label-smoothing", str(LABEL_SMOOTHING), "--threads", str(args.threads)] + extra_args
+        grad_compare(args, table, variant + " grad" + tag, cmd, gpath, loss_ref, loss32, loss64, gref, g32, g64,
+                     zero, scale_of)
+
+
+def grad_compare(args, table, what, cmd, gpath, loss_ref, loss32, loss64, gref, g32, g64, zero, scale_of):
     ok, err, secs = run(cmd, args.timeout)
-    check = "%s grad b%d %dx%d" % (variant, n, h, w)
     if not ok:
-        table.add(check, "-", fmt(args.tol), False, err)
+        table.add(what, "-", fmt(args.tol), False, err)
         return
     try:
         got, _ = st.load(gpath)
     except (OSError, ValueError) as e:
-        table.add(check, "-", fmt(args.tol), False, "cannot read gradients: %s" % e)
+        table.add(what, "-", fmt(args.tol), False, "cannot read gradients: %s" % e)
         return
     got = {(k[5:] if k.startswith("grad.") else k): v for k, v in got.items()}
     # loss
     if "loss" in got and got["loss"].size == 1:
         lerr = abs(float(got["loss"].reshape(-1)[0]) - loss_ref) / abs(loss_ref)
-        table.add("%s grad: loss" % variant, fmt(lerr), fmt(args.tol), lerr <= args.tol,
+        table.add("%s: loss" % what, fmt(lerr), fmt(args.tol), lerr <= args.tol,
                   "loss %.6f, torch32 %s" % (loss_ref, fmt(abs(loss32 - loss64) / abs(loss64))))
     else:
-        table.add("%s grad: loss" % variant, "-", fmt(args.tol), False, "no scalar 'loss' tensor")
+        table.add("%s: loss" % what, "-", fmt(args.tol), False, "no scalar 'loss' tensor")
     missing, badshape, worst, worst_t32, nfail = [], [], (0.0, ""), 0.0, 0
     zworst = (0.0, "")
     fails = []
@@ -263,15 +272,15 @@ def grad_check(args, variant, model, gen, tmp, table):
             nfail += 1
             fails.append((e, k))
     extra = sorted(set(got) - set(gref) - {"loss"})
-    table.add("%s grad: %d tensors present" % (variant, len(gref)), "", "",
+    table.add("%s: %d tensors present" % (what, len(gref)), "", "",
               not missing and not badshape,
               ("missing %d (e.g. %s)" % (len(missing), missing[0]) if missing else "") +
               ("; bad shapes %d (e.g. %s)" % (len(badshape), badshape[0]) if badshape else "") +
               ("; %d extra ignored" % len(extra) if extra else ""))
-    table.add("%s grad: worst tensor" % variant, fmt(worst[0]), fmt(args.tol), worst[0] <= args.tol,
+    table.add("%s: worst tensor" % what, fmt(worst[0]), fmt(args.tol), worst[0] <= args.tol,
               "%s; torch32 worst %s; env2 %.1fs" % (worst[1], fmt(worst_t32), secs))
     if zero:
-        table.add("%s grad: %d exact-zero grads (vs BN weight)" % (variant, len(zero)), fmt(zworst[0]),
+        table.add("%s: %d exact-zero grads (vs BN weight)" % (what, len(zero)), fmt(zworst[0]),
                   fmt(args.tol), zworst[0] <= args.tol, zworst[1])
     if nfail:
         fails.sort(reverse=True)
