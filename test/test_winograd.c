@@ -98,6 +98,32 @@ typedef struct wcase {
     int n, h, w, ci, co;
 } wcase;
 
+/* The paddings each case runs with: symmetric 1 (torchvision; "same" is the
+ * same at stride 1) or TF "same" by case parity, none ("valid", outputs
+ * (h-2) x (w-2)) when the input allows it, and uneven (2 rows on top, none
+ * on the left, 2 extra output rows).  Returns how many were written. */
+static int paddings(const wcase *c, int i, k_conv_shape out[3])
+{
+    int n = 0;
+    k_conv_shape s;
+    k_conv_shape_init(&s, c->n, c->h, c->w, c->ci, c->co, 3, 1, i % 2);
+    out[n++] = s;
+    if (c->h >= 3 && c->w >= 3) {
+        k_conv_shape v = s;
+        v.pad_t = v.pad_l = 0;
+        v.ho = c->h - 2;
+        v.wo = c->w - 2;
+        out[n++] = v;
+    }
+    k_conv_shape u = s;
+    u.pad_t = 2;
+    u.pad_l = 0;
+    u.ho = c->h + 2;
+    u.wo = c->w - 2 > 0 ? c->w - 2 : 1;
+    out[n++] = u;
+    return n;
+}
+
 static void test_shapes(void)
 {
     static const wcase cases[] = {
@@ -107,27 +133,14 @@ static void test_shapes(void)
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < nc; i++) {
-        const wcase *c = &cases[i];
-        k_conv_shape s;
-        /* symmetric padding 1 (torchvision; "same" is the same at stride 1) */
-        k_conv_shape_init(&s, c->n, c->h, c->w, c->ci, c->co, 3, 1, i % 2);
-        CHECK(k_wino_ok(&s));
-        run_shape(s, i % 5);
-        if (c->h >= 3 && c->w >= 3) {
-            /* no padding ("valid"): outputs (h-2) x (w-2) */
-            k_conv_shape v = s;
-            v.pad_t = v.pad_l = 0;
-            v.ho = c->h - 2;
-            v.wo = c->w - 2;
-            run_shape(v, (i + 1) % 5);
+        k_conv_shape ps[3];
+        int np = paddings(&cases[i], i, ps);
+        for (int k = 0; k < np; k++) {
+            CHECK(k_wino_ok(&ps[k]));
+            /* the epilogue kind rotates with the padding (the uneven one
+             * keeps its kind when there is no valid shape) */
+            run_shape(ps[k], (i + (k == np - 1 ? 2 : k)) % 5);
         }
-        /* uneven padding: 2 rows on top, none on the left, 2 extra output rows */
-        k_conv_shape u = s;
-        u.pad_t = 2;
-        u.pad_l = 0;
-        u.ho = c->h + 2;
-        u.wo = c->w - 2 > 0 ? c->w - 2 : 1;
-        run_shape(u, (i + 2) % 5);
     }
 }
 
@@ -265,23 +278,9 @@ static void test_bwd_weight(void)
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < nc; i++) {
-        const wcase *c = &cases[i];
-        k_conv_shape s;
-        k_conv_shape_init(&s, c->n, c->h, c->w, c->ci, c->co, 3, 1, i % 2);
-        run_bwdw(s);
-        if (c->h >= 3 && c->w >= 3) {
-            k_conv_shape v = s;
-            v.pad_t = v.pad_l = 0;
-            v.ho = c->h - 2;
-            v.wo = c->w - 2;
-            run_bwdw(v);
-        }
-        k_conv_shape u = s;
-        u.pad_t = 2;
-        u.pad_l = 0;
-        u.ho = c->h + 2;
-        u.wo = c->w - 2 > 0 ? c->w - 2 : 1;
-        run_bwdw(u);
+        k_conv_shape ps[3];
+        int np = paddings(&cases[i], i, ps);
+        for (int k = 0; k < np; k++) run_bwdw(ps[k]);
     }
     /* hand case: x = 1..9 (3 x 3), dy = 1 at output (0, 0) only, padding 1:
      * dw(kh, kw) = x(kh - 1, kw - 1), zero where that is padding */
@@ -303,23 +302,9 @@ static void test_bwd_data(void)
     };
     int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < nc; i++) {
-        const wcase *c = &cases[i];
-        k_conv_shape s;
-        k_conv_shape_init(&s, c->n, c->h, c->w, c->ci, c->co, 3, 1, i % 2);
-        run_bwd(s);
-        if (c->h >= 3 && c->w >= 3) {
-            k_conv_shape v = s;
-            v.pad_t = v.pad_l = 0;
-            v.ho = c->h - 2;
-            v.wo = c->w - 2;
-            run_bwd(v);
-        }
-        k_conv_shape u = s;
-        u.pad_t = 2;
-        u.pad_l = 0;
-        u.ho = c->h + 2;
-        u.wo = c->w - 2 > 0 ? c->w - 2 : 1;
-        run_bwd(u);
+        k_conv_shape ps[3];
+        int np = paddings(&cases[i], i, ps);
+        for (int k = 0; k < np; k++) run_bwd(ps[k]);
     }
     /* hand case: only tap (0, 0) is set, so y(oh, ow) = x(oh - 1, ow - 1) and
      * dx(ih, iw) = dy(ih + 1, iw + 1) where that exists */
