@@ -250,7 +250,9 @@ void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const floa
  * M_p += V_p^T Y_p (ci x co, summed over the block's tiles), and G^T . G once
  * at the end.  Each M_p is summed by one task, block after block in order,
  * and the block size depends on the shape only, so the result does not
- * depend on the thread count. */
+ * depend on the thread count.  The input transform repeats the one the
+ * forward computed: keeping V from the forward would hold 2.25x each such
+ * layer's input for the whole step. */
 #define WINO_DW_TILES 128             /* at least this many tiles per block (the GEMMs' K) */
 #define WINO_DW_BUDGET (1024L * 1024L) /* V + Y of a block, floats, when that allows more */
 
