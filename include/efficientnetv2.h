@@ -156,9 +156,10 @@ typedef struct env2_model_options {
                                   output scale of the exact path, 1e-5 for the
                                   weight gradient, the same for any thread
                                   count); 0: the exact im2col GEMM
-                                  everywhere, the training results of releases
-                                  before Winograd training.  Since 0.1 (training
-                                  since 0.1, 2026-11-29). */
+                                  everywhere (training then gives the results of
+                                  builds before 2026-11-29, when this option
+                                  applied to inference only, bit for bit).
+                                  Since 0.1. */
 } env2_model_options;
 
 /** Fills *opts with the defaults listed above.  Since 0.1. */
