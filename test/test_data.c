@@ -979,6 +979,25 @@ static int same_file(const char *a, const char *b)
     return same;
 }
 
+/* A run with `opts`, the same run stopped after step `stop` and resumed
+ * without repeating them: the two end bit-identical (what the options
+ * change is part of the stored run), and differ from the model `other`. */
+static void check_resumed_run(const char *common, const char *data, const char *name, const char *opts, int stop,
+                              const char *other)
+{
+    char r1[600], r2[600], m1[700], m2[700];
+    snprintf(r1, sizeof r1, "%s/run_%s1", tmpdir, name);
+    snprintf(r2, sizeof r2, "%s/run_%s2", tmpdir, name);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s %s", common, data, r1, opts), 0);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s %s --stop-after %d", common, data, r2, opts, stop),
+                 130);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --quiet", r2), 0);
+    snprintf(m1, sizeof m1, "%s/model.safetensors", r1);
+    snprintf(m2, sizeof m2, "%s/model.safetensors", r2);
+    CHECK_MSG(file_size(m1) > 0 && same_file(m1, m2), "%s: stopped at step %d and resumed differs", opts, stop);
+    CHECK_MSG(!same_file(m1, other), "%s: the same model as %s", opts, other);
+}
+
 static void test_commands(void)
 {
     enum { N = 96, NT = 24, S = 12 };
@@ -1085,41 +1104,16 @@ static void test_commands(void)
     /* --no-winograd: the exact im2col path for the 3x3 stride-1 convolution
      * in training too, so another model; stored in the checkpoint, so a
      * resumed run keeps it without being told and ends bit-identical */
-    {
-        char w1[600], w2[600], m1[700], m2[700];
-        snprintf(w1, sizeof w1, "%s/run_w1", tmpdir);
-        snprintf(w2, sizeof w2, "%s/run_w2", tmpdir);
-        CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --no-winograd", common, data, w1), 0);
-        CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --no-winograd --stop-after 6", common, data, w2),
-                     130);
-        CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --quiet", w2), 0);
-        snprintf(m1, sizeof m1, "%s/model.safetensors", w1);
-        snprintf(m2, sizeof m2, "%s/model.safetensors", w2);
-        CHECK(file_size(m1) > 0 && same_file(m1, m2));
-        snprintf(m2, sizeof m2, "%s/model.safetensors", a);
-        CHECK(!same_file(m1, m2));
-    }
+    snprintf(p1, sizeof p1, "%s/model.safetensors", a);
+    check_resumed_run(common, data, "w", "--no-winograd", 6, p1);
 
     /* --ema-restart: every epoch here is a stage, so the average restarts at
      * steps 4 and 8; stopped at step 10 (in the last stage, after a restart)
      * and resumed, the run ends bit-identical to the uninterrupted one (the
      * restart step is in the checkpoint), and the saved average differs from
      * run a's.  --ema-restart without --ema is a usage error. */
-    {
-        char r1[600], r2[600], m1[700], m2[700];
-        snprintf(r1, sizeof r1, "%s/run_r1", tmpdir);
-        snprintf(r2, sizeof r2, "%s/run_r2", tmpdir);
-        CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --ema-restart", common, data, r1), 0);
-        CHECK_EQ_INT(run_cmd(cmd_train, "train %s --data-dir %s --out %s --ema-restart --stop-after 10", common, data, r2),
-                     130);
-        CHECK_EQ_INT(run_cmd(cmd_train, "train --resume --out %s --quiet", r2), 0);
-        snprintf(m1, sizeof m1, "%s/model.safetensors", r1);
-        snprintf(m2, sizeof m2, "%s/model.safetensors", r2);
-        CHECK(file_size(m1) > 0 && same_file(m1, m2));
-        snprintf(m2, sizeof m2, "%s/model.safetensors", a);
-        CHECK(!same_file(m1, m2));
-        CHECK_EQ_INT(run_cmd(cmd_train, "train --data npy --data-dir %s --out %s/run_r3 --ema-restart", data, tmpdir), 2);
-    }
+    check_resumed_run(common, data, "r", "--ema-restart", 10, p1);
+    CHECK_EQ_INT(run_cmd(cmd_train, "train --data npy --data-dir %s --out %s/run_r3 --ema-restart", data, tmpdir), 2);
 
     /* a bad checkpoint: --resume fails and leaves the directory as it was */
     mkdir(c, 0700);
