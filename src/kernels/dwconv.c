@@ -31,6 +31,8 @@ DW_DECLARE(avx512)
 DW_DECLARE(avx2)
 #endif
 
+int k_dw_test_no_band;
+
 /* Threads only pay off above a few hundred thousand multiply-adds. */
 static int threads_for(int nt, double work)
 {

@@ -113,6 +113,9 @@ extern int k_gemm_test_no_buffer;
 extern int k_gemm_test_one_ukr;
 /* Tests: nonzero sends few-input-channel convolutions through the GEMM (conv.c). */
 extern int k_conv_test_no_direct;
+/* Tests: nonzero sends small-map 3x3 depthwise rows through the row sweep
+ * instead of the zero-padded band (dwconv_avx512.c; same bits either way). */
+extern int k_dw_test_no_band;
 
 /* ---- vector activations for the ISA files -----------------------------------
  * exp(x) by range reduction x = n*ln2 + r and a degree-6 polynomial on
