@@ -132,10 +132,10 @@ static void test_dw_hand(void)
     k_simd_force(K_SIMD_AVX512);
 }
 
-/* The SIMD forward and stride-1 data gradient take 3x3 maps up to 32 wide
- * through a zero-padded band; it must give the row sweep's bits, with every
- * epilogue, partial channel blocks, images split into several bands (70 rows
- * of 31) and rows split between threads. */
+/* The SIMD forward, stride-1 data gradient and weight gradient take 3x3
+ * maps up to 32 wide through a zero-padded band; it must give the row
+ * sweep's bits, with every epilogue, partial channel blocks, images split
+ * into several bands (70 rows of 31) and work split between threads. */
 static void test_dw_band(void)
 {
     static const int shp[][4] = {{64, 4, 4, 256}, {3, 5, 5, 384}, {2, 8, 8, 192}, {2, 7, 7, 13},
@@ -148,6 +148,7 @@ static void test_dw_band(void)
         long xi = (long)n * h * w * C, yo = (long)n * s.ho * s.wo * C;
         float *x = frandom(xi), *wt = frandom(9L * C), *sc = frandom(C), *bi = frandom(C), *res = frandom(yo);
         float *ya = falloc(yo), *yb = falloc(yo), *da = falloc(xi), *db = falloc(xi);
+        float *wa = falloc(9L * C), *wb = falloc(9L * C);
         for (int epk = 0; epk < 3; epk++) {
             k_epilogue ep = {sc, bi, epk == 1 ? K_ACT_SILU : K_ACT_SIGMOID, epk == 2 ? res : NULL, C};
             const k_epilogue *epp = epk ? &ep : NULL;
@@ -158,21 +159,28 @@ static void test_dw_band(void)
                     k_dw_test_no_band = 1;
                     k_dwconv_fwd(1, &s, x, wt, ya, epp);
                     k_dwconv_bwd_data(1, &s, x, wt, da);
+                    memcpy(wa, sc, (size_t)C * sizeof(float)); /* accumulates: any start */
+                    memset(wa + C, 0, 8L * C * sizeof(float));
+                    k_dwconv_bwd_weight(1, &s, x, res, wa);
                     k_dw_test_no_band = 0;
                     ffill(yb, yo, NAN);
                     ffill(db, xi, NAN);
+                    memcpy(wb, sc, (size_t)C * sizeof(float));
+                    memset(wb + C, 0, 8L * C * sizeof(float));
                     k_dwconv_fwd(nt, &s, x, wt, yb, epp);
                     k_dwconv_bwd_data(nt, &s, x, wt, db);
+                    k_dwconv_bwd_weight(nt, &s, x, res, wb);
                     cases++;
-                    if (!same_bits(ya, yb, yo) || !same_bits(da, db, xi)) {
+                    if (!same_bits(ya, yb, yo) || !same_bits(da, db, xi) || !same_bits(wa, wb, 9L * C)) {
                         bad++;
-                        fprintf(stderr, "dw band n%d %dx%d C%d ep%d %s nt%d: fwd same %d, bwd_data same %d\n", n, h,
-                                w, C, epk, k_simd_name(levels[li]), nt, same_bits(ya, yb, yo), same_bits(da, db, xi));
+                        fprintf(stderr, "dw band n%d %dx%d C%d ep%d %s nt%d: same bits fwd %d, bwd_data %d, bwd_w %d\n",
+                                n, h, w, C, epk, k_simd_name(levels[li]), nt, same_bits(ya, yb, yo),
+                                same_bits(da, db, xi), same_bits(wa, wb, 9L * C));
                     }
                 }
             }
         }
-        free(x), free(wt), free(sc), free(bi), free(res), free(ya), free(yb), free(da), free(db);
+        free(x), free(wt), free(sc), free(bi), free(res), free(ya), free(yb), free(da), free(db), free(wa), free(wb);
     }
     k_simd_force(K_SIMD_AVX512);
     CHECK_MSG(bad == 0, "%d of %d band cases differ from the row sweep", bad, cases);

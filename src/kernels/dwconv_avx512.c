@@ -498,6 +498,35 @@ static int use_band(const geo *g)
            (double)g->hs * g->ws * g->C * sizeof(float) <= DWS_IMG;
 }
 
+/* Source rows br0 - pt .. br0 - pt + nbr - 1 of image n, channel block c,
+ * into buf: WB pixels of VL floats per row, source column ix at band column
+ * ix + pl, zeros wherever the row or column lies outside the map. */
+static void band_fill(const geo *g, long n, long br0, long nbr, long WB, long c, vmask m, int full, float *buf)
+{
+    const long C = g->C, q0 = g->pl, q1 = g->pl + g->ws < WB ? g->pl + g->ws : WB;
+    for (long i = 0; i < nbr; i++) {
+        long iy = br0 + i - g->pt;
+        float *b = buf + i * WB * VL;
+        if (iy < 0 || iy >= g->hs) {
+            for (long q = 0; q < WB; q++) V_STOREU(b + q * VL, V_ZERO());
+            continue;
+        }
+        const float *xr = g->src + (n * g->hs + iy) * g->ws * C + c - q0 * C;
+        for (long q = 0; q < q0; q++) V_STOREU(b + q * VL, V_ZERO());
+        if (full)
+            for (long q = q0; q < q1; q++) V_STOREU(b + q * VL, V_LOADU(xr + q * C));
+        else
+            for (long q = q0; q < q1; q++) V_STOREU(b + q * VL, V_MLOAD(m, xr + q * C));
+        for (long q = q1; q < WB; q++) V_STOREU(b + q * VL, V_ZERO());
+    }
+}
+
+/* Output rows per band: what DWS_BUF holds. */
+static long band_maxr(const geo *g)
+{
+    return ((long)DWS_BUF / (((g->wo - 1) * g->S + 3) * VL) - 3) / g->S + 1;
+}
+
 /* T adjacent outputs of one channel block from the band: bp is the tile's
  * first source pixel in band row 0 (pixels VL floats apart, rows WB pixels
  * apart); outputs at op + t*C, output pixel index r + t. */
@@ -523,26 +552,10 @@ AI void band_tile(const geo *g, const float *bp, long WB, const vf *wv, float *o
 AI void band_rows(const geo *g, long n, long oy0, long oy1, float *buf, const int S)
 {
     const long C = g->C, wo = g->wo, WB = (wo - 1) * S + 3, nbr = (oy1 - oy0 - 1) * S + 3;
-    /* source columns [0, ws) land at band columns pl .. pl + ws - 1, clipped */
-    const long q0 = g->pl, q1 = g->pl + g->ws < WB ? g->pl + g->ws : WB;
     for (long c = 0; c < C; c += VL) {
         const int full = c < g->cfull;
         const vmask m = full ? V_FULL : g->tail;
-        for (long i = 0; i < nbr; i++) {
-            long iy = oy0 * S + i - g->pt;
-            float *b = buf + i * WB * VL;
-            if (iy < 0 || iy >= g->hs) {
-                for (long q = 0; q < WB; q++) V_STOREU(b + q * VL, V_ZERO());
-                continue;
-            }
-            const float *xr = g->src + (n * g->hs + iy) * g->ws * C + c - q0 * C;
-            for (long q = 0; q < q0; q++) V_STOREU(b + q * VL, V_ZERO());
-            if (full)
-                for (long q = q0; q < q1; q++) V_STOREU(b + q * VL, V_LOADU(xr + q * C));
-            else
-                for (long q = q0; q < q1; q++) V_STOREU(b + q * VL, V_MLOAD(m, xr + q * C));
-            for (long q = q1; q < WB; q++) V_STOREU(b + q * VL, V_ZERO());
-        }
+        band_fill(g, n, oy0 * S, nbr, WB, c, m, full, buf);
         vf wv[9];
         UNROLL for (int ky = 0; ky < 3; ky++) UNROLL for (int kx = 0; kx < 3; kx++) wv[ky * 3 + kx] =
             ld(m, g->wb + ky * g->wsy + kx * g->wsx + c, full);
@@ -569,7 +582,7 @@ static void band_conv(const geo *g, long r0, long r1)
 {
     vf buf_v[DWS_BUF / VL];
     float *buf = (float *)buf_v;
-    const long WB = (g->wo - 1) * g->S + 3, maxr = ((long)DWS_BUF / (WB * VL) - 3) / g->S + 1;
+    const long maxr = band_maxr(g);
     for (long r = r0; r < r1;) {
         long n = r / g->ho, oy = r % g->ho, len = g->ho - oy;
         if (len > r1 - r) len = r1 - r;
@@ -847,6 +860,53 @@ AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *
     }
 }
 
+/* The weight gradient on the maps of use_band(): per channel block the
+ * image's zero-padded band (band_fill), so no column or row needs a bounds
+ * check, then per output row the 9 tap sums in registers, added into the
+ * double totals row by row.  The same sums in the same order as bw_blocks
+ * (per row, ox ascending; rows n, oy ascending; a padded tap adds
+ * 0 * dy = +-0), so the same bits as long as dy is finite. */
+static void bw_band(const geo *g, long N, const float *dy, float *dw, long b0, long b1)
+{
+    const long C = g->C, wo = g->wo, ho = g->ho, WB = wo + 2, maxr = band_maxr(g);
+    vf buf_v[DWS_BUF / VL];
+    float *buf = (float *)buf_v;
+    double tot[BW_TOT];
+    for (long gb = b0; gb < b1; gb += BW_GROUP) {
+        long gn = b1 - gb < BW_GROUP ? b1 - gb : BW_GROUP;
+        long totstride = gn * VL;
+        for (long i = 0; i < 9 * totstride; i++) tot[i] = 0.0;
+        for (long n = 0; n < N; n++)
+            for (long oy0 = 0; oy0 < ho; oy0 += maxr) {
+                long len = ho - oy0 < maxr ? ho - oy0 : maxr;
+                for (long b = 0; b < gn; b++) {
+                    const long c = (gb + b) * VL;
+                    const int full = c + VL <= C;
+                    const vmask m = full ? V_FULL : g->tail;
+                    band_fill(g, n, oy0, len + 2, WB, c, m, full, buf);
+                    for (long oy = oy0; oy < oy0 + len; oy++) {
+                        const float *bp = buf + (oy - oy0) * WB * VL, *dyp = dy + (n * ho + oy) * wo * C + c;
+                        vf acc[9];
+                        UNROLL for (int k = 0; k < 9; k++) acc[k] = V_ZERO();
+                        for (long ox = 0; ox < wo; ox++) {
+                            vf dv = ld(m, dyp + ox * C, full);
+                            UNROLL for (int ky = 0; ky < 3; ky++) UNROLL for (int kx = 0; kx < 3; kx++)
+                                acc[ky * 3 + kx] = V_FMA(V_LOADU(bp + (ky * WB + ox + kx) * VL), dv, acc[ky * 3 + kx]);
+                        }
+                        UNROLL for (int k = 0; k < 9; k++) v_acc_double(tot + k * totstride + b * VL, acc[k]);
+                    }
+                }
+            }
+        for (int i = 0; i < 9; i++)
+            for (long b = 0; b < gn; b++) {
+                long c = (gb + b) * VL, cn = C - c < VL ? C - c : VL;
+                const double *t = tot + i * totstride + b * VL;
+                float *d = dw + i * C + c;
+                for (long l = 0; l < cn; l++) d[l] += (float)t[l];
+            }
+    }
+}
+
 /* Channels [c0, c1), c0 a multiple of VL and c1 a multiple of VL or C.  The
  * caller guarantees kh == kw in {3, 5} and stride in {1, 2}. */
 void DW_NAME(k_dw_bwd_weight)(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0, long c1)
@@ -860,7 +920,9 @@ void DW_NAME(k_dw_bwd_weight)(const k_conv_shape *s, const float *x, const float
     g.wo = s->wo;
     g.pt = s->pad_t;
     g.pl = s->pad_l;
-    if (g.K == 3 && g.S == 1) bw_blocks(&g, s->n, x, dy, dw, b0, b1, 3, 1);
+    g.src = x;
+    if (use_band(&g)) bw_band(&g, s->n, dy, dw, b0, b1);
+    else if (g.K == 3 && g.S == 1) bw_blocks(&g, s->n, x, dy, dw, b0, b1, 3, 1);
     else if (g.K == 3 && g.S == 2) bw_blocks(&g, s->n, x, dy, dw, b0, b1, 3, 2);
     else if (g.K == 5 && g.S == 1) bw_blocks(&g, s->n, x, dy, dw, b0, b1, 5, 1);
     else if (g.K == 5 && g.S == 2) bw_blocks(&g, s->n, x, dy, dw, b0, b1, 5, 2);
