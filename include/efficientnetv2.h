@@ -32,6 +32,10 @@
  *  - Images are float32.  The default layout is NCHW (PyTorch's), NHWC on
  *    request.  Internally the library works in NHWC and converts once.
  *  - Results do not depend on the number of threads.
+ *  - Stack: the kernels keep tiles and padded image bands on the stack, so a
+ *    call uses up to about 100 KiB of the calling thread's stack (and of
+ *    the workers', which get the system default).  A thread of 256 KiB is
+ *    enough (test_train checks training and inference on one).
  *  - Strings are UTF-8; paths are passed to fopen() unchanged.
  *
  * ABI: the soname is libefficientnetv2.so.<major>.  Within one major version

@@ -1,6 +1,7 @@
 /* Trainer: learning, determinism across threads, checkpoint/resume giving
  * bit-identical weights, atomic failure on bad input, schedules and EMA. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -412,6 +413,55 @@ static void check_keep_activations(void)
     env2_model_destroy(m);
 }
 
+/* An embedding program may call the library from a thread with a small
+ * stack (the header promises 256 KiB is enough; the kernels keep tiles and
+ * padded bands of up to about 70 KiB on the stack).  Two training steps and
+ * a forward on such a thread, one library thread so that every kernel runs
+ * there, must give the bits of the same calls on the main thread. */
+typedef struct small_stack_run {
+    float loss, logits[N * K];
+    int rc;
+} small_stack_run;
+
+static void *small_stack_body(void *arg)
+{
+    small_stack_run *r = arg;
+    float x[N * S * S];
+    int32_t y[N];
+    env2_model *m = mk(1);
+    env2_trainer *t = m ? mkt(m, ENV2_OPT_ADAMW, 0.0f) : NULL;
+    r->rc = t ? 0 : -1;
+    for (int step = 0; step < 2 && r->rc == 0; step++) {
+        batch(step, S, x, y);
+        r->rc = env2_train_step(t, x, N, S, S, ENV2_LAYOUT_NCHW, y, NULL, &r->loss, NULL) == ENV2_OK ? 0 : -1;
+    }
+    if (r->rc == 0) r->rc = env2_forward(m, x, N, S, S, ENV2_LAYOUT_NCHW, r->logits) == ENV2_OK ? 0 : -1;
+    env2_trainer_destroy(t);
+    env2_model_destroy(m);
+    return NULL;
+}
+
+static void check_small_stack(void)
+{
+    small_stack_run main_run, thr_run;
+    memset(&thr_run, 0, sizeof thr_run);
+    small_stack_body(&main_run);
+    CHECK_EQ_INT(main_run.rc, 0);
+    pthread_attr_t at;
+    pthread_t th;
+    CHECK(pthread_attr_init(&at) == 0);
+    CHECK(pthread_attr_setstacksize(&at, 256 * 1024) == 0);
+    thr_run.rc = -2;
+    int started = pthread_create(&th, &at, small_stack_body, &thr_run) == 0;
+    pthread_attr_destroy(&at);
+    CHECK_MSG(started, "pthread_create with a 256 KiB stack");
+    if (!started) return;
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(thr_run.rc, 0);
+    CHECK(memcmp(&main_run.loss, &thr_run.loss, sizeof main_run.loss) == 0);
+    CHECK(memcmp(main_run.logits, thr_run.logits, sizeof main_run.logits) == 0);
+}
+
 int main(void)
 {
     check_learning();
@@ -421,5 +471,6 @@ int main(void)
     check_lr_schedule();
     check_no_alloc();
     check_keep_activations();
+    check_small_stack();
     return test_summary();
 }

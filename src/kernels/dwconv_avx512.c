@@ -511,12 +511,12 @@ static void band_fill(const geo *g, long n, long br0, long nbr, long WB, long c,
             for (long q = 0; q < WB; q++) V_STOREU(b + q * VL, V_ZERO());
             continue;
         }
-        const float *xr = g->src + (n * g->hs + iy) * g->ws * C + c - q0 * C;
+        const float *xr = g->src + (n * g->hs + iy) * g->ws * C + c;
         for (long q = 0; q < q0; q++) V_STOREU(b + q * VL, V_ZERO());
         if (full)
-            for (long q = q0; q < q1; q++) V_STOREU(b + q * VL, V_LOADU(xr + q * C));
+            for (long q = q0; q < q1; q++) V_STOREU(b + q * VL, V_LOADU(xr + (q - q0) * C));
         else
-            for (long q = q0; q < q1; q++) V_STOREU(b + q * VL, V_MLOAD(m, xr + q * C));
+            for (long q = q0; q < q1; q++) V_STOREU(b + q * VL, V_MLOAD(m, xr + (q - q0) * C));
         for (long q = q1; q < WB; q++) V_STOREU(b + q * VL, V_ZERO());
     }
 }
@@ -871,7 +871,7 @@ static void bw_band(const geo *g, long N, const float *dy, float *dw, long b0, l
     const long C = g->C, wo = g->wo, ho = g->ho, WB = wo + 2, maxr = band_maxr(g);
     vf buf_v[DWS_BUF / VL];
     float *buf = (float *)buf_v;
-    double tot[BW_TOT];
+    double tot[9 * BW_GROUP * VL];
     for (long gb = b0; gb < b1; gb += BW_GROUP) {
         long gn = b1 - gb < BW_GROUP ? b1 - gb : BW_GROUP;
         long totstride = gn * VL;
