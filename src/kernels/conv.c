@@ -323,6 +323,7 @@ static void col2im_line(const k_conv_shape *s, const float *dcol, long l0, long 
                 long ow = num2 / st;
                 if (ow >= s->wo) continue;
                 const float *src = drow + ow * K + (long)kw * ci;
+                SIMD_LOOP
                 for (int c = 0; c < ci; c++) d[c] += src[c];
             }
         }
