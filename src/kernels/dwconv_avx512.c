@@ -469,16 +469,16 @@ static void conv_row2(const geo *g, long n, long oy)
     }
 }
 
-/* ---- 3x3 on small maps: a zero-padded band ----------------------------------
- * On maps at most DWS_MAXW pixels wide (every depthwise map of V2-S at 384
- * and of small-image training) the row sweep above spent most of its time on
- * border columns and per-row set-up (a 4- or 5-pixel row is all border) and
- * read each pixel's VL channels at a stride of C floats.  Here a band of
+/* ---- 3x3 stride 1 on small maps: a zero-padded band -------------------------
+ * On maps at most DWS_MAXW pixels wide (the 4x4 .. 10x10 maps of small-image
+ * training, V2-S's 7x7 .. 14x14) the row sweep above spent most of its time
+ * on border columns and per-row set-up (a 4- or 5-pixel row is all border)
+ * and read each pixel's VL channels at a stride of C floats.  Here a band of
  * source rows of one channel block is first copied into a dense buffer with
  * zeros wherever the window leaves the map, so every output is an interior
  * one: tiles of T pixels with the 9 taps in registers, the epilogue applied
- * before the store.  1.5-2.4x faster on 4x4 .. 24x24 maps (one thread, AVX2);
- * at 48 and wider the sweep is as fast or faster.
+ * before the store.  1.05-1.75x faster on those maps (one thread, AVX2,
+ * docs/PERFORMANCE.md, session 13).
  * Same bits as the sweep: every output sums its taps ky then kx ascending by
  * FMA from +0 (tile()'s order); a padded tap adds 0 * w = +-0, which leaves
  * the sum unchanged (it can only be -0 if it is exactly 0, and +0 + -0 = +0),
@@ -491,10 +491,11 @@ enum {
 
 /* Stride 1 only: at stride 2 the band was 3-18 % slower.  Larger images
  * (24x24x960: 2.2 MB) run slower in bands than in the row-pair sweep, whose
- * four source rows stay in L2 while the channel blocks pass over them. */
+ * four source rows stay in L2 while the channel blocks pass over them.  A
+ * band row is wo + 2 pixels (the output row plus the two halo columns). */
 static int use_band(const geo *g)
 {
-    return !k_dw_test_no_band && g->K == 3 && g->S == 1 && g->ws <= DWS_MAXW && ((g->wo - 1) * g->S + 3) * 3 * VL <= DWS_BUF &&
+    return !k_dw_test_no_band && g->K == 3 && g->S == 1 && g->ws <= DWS_MAXW && (g->wo + 2) * 3 * VL <= DWS_BUF &&
            (double)g->hs * g->ws * g->C * sizeof(float) <= DWS_IMG;
 }
 
@@ -521,26 +522,23 @@ static void band_fill(const geo *g, long n, long br0, long nbr, long WB, long c,
     }
 }
 
-/* Output rows per band: what DWS_BUF holds. */
-static long band_maxr(const geo *g)
-{
-    return ((long)DWS_BUF / (((g->wo - 1) * g->S + 3) * VL) - 3) / g->S + 1;
-}
+/* Output rows per band: what DWS_BUF holds (two halo rows). */
+static long band_maxr(const geo *g) { return (long)DWS_BUF / ((g->wo + 2) * VL) - 2; }
 
 /* T adjacent outputs of one channel block from the band: bp is the tile's
  * first source pixel in band row 0 (pixels VL floats apart, rows WB pixels
  * apart); outputs at op + t*C, output pixel index r + t. */
 AI void band_tile(const geo *g, const float *bp, long WB, const vf *wv, float *op, long r, long c, vmask m,
-                  const int full, const int S, const int T)
+                  const int full, const int T)
 {
     vf acc[8];
     UNROLL for (int t = 0; t < T; t++) acc[t] = V_ZERO();
     UNROLL for (int ky = 0; ky < 3; ky++) {
         const float *xp = bp + ky * WB * VL;
-        UNROLL for (int j = 0; j < (T - 1) * S + 3; j++) {
+        UNROLL for (int j = 0; j < T + 2; j++) {
             vf xv = V_LOADU(xp + j * VL);
             UNROLL for (int t = 0; t < T; t++) {
-                const int kx = j - t * S;
+                const int kx = j - t;
                 if (kx >= 0 && kx < 3) acc[t] = V_FMA(xv, wv[ky * 3 + kx], acc[t]);
             }
         }
@@ -549,30 +547,30 @@ AI void band_tile(const geo *g, const float *bp, long WB, const vf *wv, float *o
 }
 
 /* Output rows [oy0, oy1) of image n; the band holds their source rows. */
-AI void band_rows(const geo *g, long n, long oy0, long oy1, float *buf, const int S)
+static void band_rows(const geo *g, long n, long oy0, long oy1, float *buf)
 {
-    const long C = g->C, wo = g->wo, WB = (wo - 1) * S + 3, nbr = (oy1 - oy0 - 1) * S + 3;
+    const long C = g->C, wo = g->wo, WB = wo + 2, nbr = oy1 - oy0 + 2;
     for (long c = 0; c < C; c += VL) {
         const int full = c < g->cfull;
         const vmask m = full ? V_FULL : g->tail;
-        band_fill(g, n, oy0 * S, nbr, WB, c, m, full, buf);
+        band_fill(g, n, oy0, nbr, WB, c, m, full, buf);
         vf wv[9];
         UNROLL for (int ky = 0; ky < 3; ky++) UNROLL for (int kx = 0; kx < 3; kx++) wv[ky * 3 + kx] =
             ld(m, g->wb + ky * g->wsy + kx * g->wsx + c, full);
         for (long oy = oy0; oy < oy1; oy++) {
-            const float *bp = buf + (oy - oy0) * S * WB * VL;
+            const float *bp = buf + (oy - oy0) * WB * VL;
             const long r = (n * g->ho + oy) * wo;
             float *o = g->dst + r * C + c;
             long ox = 0;
             /* 8 accumulators + 9 taps only fit the 32 AVX-512 registers */
             if (VL == 16)
-                for (; ox + 8 <= wo; ox += 8) band_tile(g, bp + ox * S * VL, WB, wv, o + ox * C, r + ox, c, m, full, S, 8);
-            for (; ox + 4 <= wo; ox += 4) band_tile(g, bp + ox * S * VL, WB, wv, o + ox * C, r + ox, c, m, full, S, 4);
+                for (; ox + 8 <= wo; ox += 8) band_tile(g, bp + ox * VL, WB, wv, o + ox * C, r + ox, c, m, full, 8);
+            for (; ox + 4 <= wo; ox += 4) band_tile(g, bp + ox * VL, WB, wv, o + ox * C, r + ox, c, m, full, 4);
             if (ox + 2 <= wo) {
-                band_tile(g, bp + ox * S * VL, WB, wv, o + ox * C, r + ox, c, m, full, S, 2);
+                band_tile(g, bp + ox * VL, WB, wv, o + ox * C, r + ox, c, m, full, 2);
                 ox += 2;
             }
-            if (ox < wo) band_tile(g, bp + ox * S * VL, WB, wv, o + ox * C, r + ox, c, m, full, S, 1);
+            if (ox < wo) band_tile(g, bp + ox * VL, WB, wv, o + ox * C, r + ox, c, m, full, 1);
         }
     }
 }
@@ -587,8 +585,7 @@ static void band_conv(const geo *g, long r0, long r1)
         long n = r / g->ho, oy = r % g->ho, len = g->ho - oy;
         if (len > r1 - r) len = r1 - r;
         if (len > maxr) len = maxr;
-        if (g->S == 1) band_rows(g, n, oy, oy + len, buf, 1);
-        else band_rows(g, n, oy, oy + len, buf, 2);
+        band_rows(g, n, oy, oy + len, buf);
         r += len;
     }
 }
