@@ -799,6 +799,19 @@ AI void bw_row_blk(const geo *g, const float *const *rows, long xs, int ky0, int
     UNROLL for (int i = 0; i < K * K; i++) v_acc_double(tot + i * totstride, acc[i]);
 }
 
+/* dw[tap][c] += the double totals of taps blocks gb .. gb + gn - 1 (tot holds
+ * tap i of block b at i * totstride + b * VL), rounded once to float. */
+static void bw_flush(const double *tot, long totstride, int taps, long gb, long gn, long C, float *dw)
+{
+    for (int i = 0; i < taps; i++)
+        for (long b = 0; b < gn; b++) {
+            long c = (gb + b) * VL, cn = C - c < VL ? C - c : VL;
+            const double *t = tot + i * totstride + b * VL;
+            float *d = dw + i * C + c;
+            for (long l = 0; l < cn; l++) d[l] += (float)t[l];
+        }
+}
+
 AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *dw, long b0, long b1, const int K,
                   const int S)
 {
@@ -847,13 +860,7 @@ AI void bw_blocks(const geo *g, long N, const float *x, const float *dy, float *
                 }
             }
         }
-        for (int i = 0; i < K * K; i++)
-            for (long b = 0; b < gn; b++) {
-                long c = (gb + b) * VL, cn = C - c < VL ? C - c : VL;
-                const double *t = tot + i * totstride + b * VL;
-                float *d = dw + i * C + c;
-                for (long l = 0; l < cn; l++) d[l] += (float)t[l];
-            }
+        bw_flush(tot, totstride, K * K, gb, gn, C, dw);
     }
 }
 
@@ -894,13 +901,7 @@ static void bw_band(const geo *g, long N, const float *dy, float *dw, long b0, l
                     }
                 }
             }
-        for (int i = 0; i < 9; i++)
-            for (long b = 0; b < gn; b++) {
-                long c = (gb + b) * VL, cn = C - c < VL ? C - c : VL;
-                const double *t = tot + i * totstride + b * VL;
-                float *d = dw + i * C + c;
-                for (long l = 0; l < cn; l++) d[l] += (float)t[l];
-            }
+        bw_flush(tot, totstride, 9, gb, gn, C, dw);
     }
 }
 
