@@ -389,7 +389,7 @@ static void check_se(int n, long hw, int C, int S)
         numgrad(se_obj, &ctx, prm, k, sizes[k], num[k]);
     }
     float *y = fzeros(xn), *pooled = fzeros(n * C), *hid = fzeros(n * S), *gate = fzeros(n * C);
-    float *scratch = fzeros((long)k_se_scratch(n, C, S)), *g[5];
+    float *scratch = fzeros((long)k_se_scratch(n, hw, C, S)), *g[5];
     for (int k = 0; k < 5; k++) g[k] = fzeros(sizes[k]);
     static const char *names[5] = {"dx", "dW1", "db1", "dW2", "db2"};
     for (int li = 0; li < nlevels; li++) {

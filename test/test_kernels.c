@@ -563,8 +563,9 @@ static void test_act(void)
 /* ---- pooling and FC ------------------------------------------------------------------ */
 static void test_gap_fc(void)
 {
-    static const int shapes[][3] = {{1, 1, 1}, {2, 7, 13}, {3, 49, 96}, {2, 300, 33}, {4, 1000, 40}};
-    for (int t = 0; t < 5; t++) {
+    static const int shapes[][3] = {{1, 1, 1}, {2, 7, 13}, {3, 49, 96}, {2, 300, 33}, {4, 1000, 40}, {3, 130, 257},
+                                    {1, 576, 960}};
+    for (int t = 0; t < 7; t++) {
         int n = shapes[t][0], C = shapes[t][2];
         long hw = shapes[t][1];
         float *x = frandom(n * hw * C), *y1 = falloc(n * C), *y2 = falloc(n * C);
@@ -579,6 +580,14 @@ static void test_gap_fc(void)
             }
         CHECK_MSG(e < 1e-6, "gap %d: %.3g", t, e);
         CHECK(same_bits(y1, y2, n * C));
+        /* split by positions instead of channels: the same bits at any thread count */
+        float *ws = falloc((long)k_gap_scratch(n, hw, C));
+        for (int nt = 1; nt <= 3; nt++) {
+            ffill(y2, n * C, -1.0f);
+            k_gap_fwd_ws(nt, n, hw, C, x, y2, ws);
+            CHECK_MSG(same_bits(y1, y2, n * C), "gap by positions %d, %d threads", t, nt);
+        }
+        free(ws);
         float *dy = frandom(n * C), *dx1 = falloc(n * hw * C), *dx2 = falloc(n * hw * C);
         k_gap_bwd(1, n, hw, C, dy, dx1);
         k_gap_bwd(2, n, hw, C, dy, dx2);
@@ -640,7 +649,7 @@ static void test_se_case(int n, long hw, int C, int S)
     float *x = frandom(xn), *W1 = frandom(S * C), *b1 = frandom(S), *W2 = frandom(C * S), *b2 = frandom(C);
     float *yref = falloc(xn);
     k_se_fwd_ref(n, hw, C, S, x, W1, b1, W2, b2, yref);
-    size_t ns = k_se_scratch(n, C, S);
+    size_t ns = k_se_scratch(n, hw, C, S);
     float *scratch = falloc((long)ns), *y[2], *pooled[2], *hid[2], *gate[2], *dx[2], *g[2][4];
     float *dy = frandom(xn), *yi = falloc(xn);
     for (int t = 0; t < 2; t++) {

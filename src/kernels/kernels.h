@@ -181,6 +181,10 @@ void k_silu_bwd_ref(long n, const float *x, const float *dy, float *dx);
 
 /* ---- global average pooling: x [n][hw][C] -> y [n][C] ----------------------- */
 void k_gap_fwd(int nt, int n, long hw, int C, const float *x, float *y);
+/* The same bits, splitting the positions instead of the channels between
+ * threads; scratch holds k_gap_scratch(n, hw, C) floats. */
+size_t k_gap_scratch(int n, long hw, int C);
+void k_gap_fwd_ws(int nt, int n, long hw, int C, const float *x, float *y, float *scratch);
 /* dx[n][p][c] = dy[n][c] / hw (overwrites) */
 void k_gap_bwd(int nt, int n, long hw, int C, const float *dy, float *dx);
 
@@ -196,8 +200,8 @@ void k_fc_bwd(int nt, int n, int in, int out, const float *x, const float *W, co
  * y = x * gate.  Training saves pooled, hid and gate (each may be a caller
  * buffer of the given size); inference may pass NULL for them (the kernel
  * then uses small stack/heap scratch: it must not fail, so it needs scratch
- * passed in: `scratch` of k_se_scratch(n, C, S) floats, never NULL). */
-size_t k_se_scratch(int n, int C, int S);
+ * passed in: `scratch` of k_se_scratch(n, hw, C, S) floats, never NULL). */
+size_t k_se_scratch(int n, long hw, int C, int S);
 void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
               const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch);
 /* y = x * gate with the gate of an earlier k_se_fwd: its y again, bit for bit

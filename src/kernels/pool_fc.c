@@ -1,8 +1,11 @@
 /* Global average pooling and the fully connected layer.
  *
- * GAP reduces each (image, channel) over its hw positions in one thread, in
- * chunks of GAP_CHUNK positions summed in float and combined in order in
- * double: the result does not depend on the thread count.  The FC products
+ * GAP reduces each (image, channel) over its hw positions in chunks of
+ * GAP_CHUNK positions summed in float and combined in order in double: the
+ * result does not depend on the thread count.  k_gap_fwd_ws gives the chunks
+ * to the threads and combines them afterwards, which reads each thread's
+ * rows where the previous layer (split by rows) left them; k_gap_fwd gives
+ * each thread whole channels.  Both produce the same bits.  The FC products
  * go through k_sgemm; the bias gradient is a column sum in double. */
 #include <stddef.h>
 
@@ -57,6 +60,74 @@ void k_gap_fwd(int nt, int n, long hw, int C, const float *x, float *y)
     }
     gap_job j = {n, C, hw, x, y};
     k_par_run((double)n * hw * C < 65536.0 ? 1 : nt, gap_fwd_fn, &j);
+}
+
+size_t k_gap_scratch(int n, long hw, int C)
+{
+    if (n <= 0 || hw <= 0 || C <= 0) return 16;
+    return ((size_t)n * (size_t)((hw + GAP_CHUNK - 1) / GAP_CHUNK) * (size_t)C + 15) & ~(size_t)15;
+}
+
+typedef struct gapc_job {
+    int n, C;
+    long hw, nq;
+    const float *x;
+    float *part, *y;
+} gapc_job;
+
+/* Units are (image, chunk of GAP_CHUNK positions): all C channels' float sums
+ * of the chunk into part[(i * nq + q) * C ..]. */
+static void gap_chunk_fn(void *arg, int ith, int nth)
+{
+    const gapc_job *j = arg;
+    const int C = j->C;
+    long lo, hi;
+    env2_range((long)j->n * j->nq, ith, nth, &lo, &hi);
+    for (long u = lo; u < hi; u++) {
+        long i = u / j->nq, p0 = (u % j->nq) * GAP_CHUNK;
+        long p1 = p0 + GAP_CHUNK < j->hw ? p0 + GAP_CHUNK : j->hw;
+        float *part = j->part + u * C;
+        const float *xp = j->x + (i * j->hw + p0) * C;
+        for (int c = 0; c < C; c++) part[c] = xp[c];
+        for (long p = p0 + 1; p < p1; p++) {
+            xp += C;
+            SIMD_LOOP
+            for (int c = 0; c < C; c++) part[c] += xp[c];
+        }
+    }
+}
+
+/* Units are (image, group of GAP_GROUP channels): the chunks in order, in double. */
+static void gap_combine_fn(void *arg, int ith, int nth)
+{
+    const gapc_job *j = arg;
+    const int C = j->C;
+    long ng = (C + GAP_GROUP - 1) / GAP_GROUP, lo, hi;
+    env2_range((long)j->n * ng, ith, nth, &lo, &hi);
+    double tot[GAP_GROUP];
+    for (long u = lo; u < hi; u++) {
+        long i = u / ng, c0 = (u % ng) * GAP_GROUP;
+        int cn = C - c0 < GAP_GROUP ? (int)(C - c0) : GAP_GROUP;
+        for (int c = 0; c < cn; c++) tot[c] = 0.0;
+        for (long q = 0; q < j->nq; q++) {
+            const float *part = j->part + (i * j->nq + q) * C + c0;
+            for (int c = 0; c < cn; c++) tot[c] += part[c];
+        }
+        float *yi = j->y + i * (long)C + c0;
+        for (int c = 0; c < cn; c++) yi[c] = (float)(tot[c] / (double)j->hw);
+    }
+}
+
+void k_gap_fwd_ws(int nt, int n, long hw, int C, const float *x, float *y, float *scratch)
+{
+    if (n <= 0 || C <= 0 || hw <= 0) {
+        k_gap_fwd(nt, n, hw, C, x, y);
+        return;
+    }
+    gapc_job j = {n, C, hw, (hw + GAP_CHUNK - 1) / GAP_CHUNK, x, scratch, y};
+    int t = (double)n * hw * C < 65536.0 ? 1 : nt;
+    k_par_run(t, gap_chunk_fn, &j);
+    k_par_run((double)n * j.nq * C < 65536.0 ? 1 : t, gap_combine_fn, &j);
 }
 
 typedef struct gapb_job {

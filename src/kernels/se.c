@@ -3,9 +3,10 @@
  * y = x * gate, broadcast over the hw positions of each image.
  *
  * Scratch (k_se_scratch floats) holds, in order: two [n][C] and two [n][S]
- * arrays, each padded to 16 floats.  Forward uses them for whichever of
- * pooled / gate / hid the caller did not supply, plus act; backward for
- * dgate, dpooled, act and dact. */
+ * arrays, each padded to 16 floats, then the pooling's chunk sums
+ * (k_gap_scratch).  Forward uses them for whichever of pooled / gate / hid
+ * the caller did not supply, plus act; backward for dgate, dpooled, act and
+ * dact. */
 #include <math.h>
 #include <stddef.h>
 
@@ -15,10 +16,10 @@
 
 static size_t pad16(size_t v) { return (v + 15) & ~(size_t)15; }
 
-size_t k_se_scratch(int n, int C, int S)
+size_t k_se_scratch(int n, long hw, int C, int S)
 {
     if (n <= 0 || C <= 0 || S <= 0) return 16;
-    return 2 * pad16((size_t)n * C) + 2 * pad16((size_t)n * S);
+    return 2 * pad16((size_t)n * C) + 2 * pad16((size_t)n * S) + k_gap_scratch(n, hw, C);
 }
 
 enum { SE_CHUNK = 64, SE_GROUP = 256 };
@@ -72,7 +73,8 @@ void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     float *G = gate ? gate : scratch + nc;
     float *A = scratch + 2 * nc;
     float *H = hid ? hid : scratch + 2 * nc + ns;
-    k_gap_fwd(nt, n, hw, C, x, P);
+    /* by positions: x comes from the depthwise convolution, split by rows */
+    k_gap_fwd_ws(nt, n, hw, C, x, P, scratch + 2 * nc + 2 * ns);
     k_fc_fwd(nt, n, C, S, P, W1, b1, H);
     k_silu_fwd(nt, (long)n * S, H, A);
     k_epilogue ep = {NULL, b2, K_ACT_SIGMOID, NULL, 0};

@@ -41,7 +41,7 @@ static void make_plan(const env2_model *m, int n, int h, int w, infer_plan *p, i
         const block_def *bl = &m->blocks[b];
         for (int i = 0; i < bl->ncb; i++) plan_conv(m, &bl->cb[i], n, &h, &w, p, nt);
         if (bl->se) {
-            size_t s = k_se_scratch(n, bl->mid, bl->se);
+            size_t s = k_se_scratch(n, (long)h * w, bl->mid, bl->se);
             if (s > p->se_ws) p->se_ws = s;
         }
     }

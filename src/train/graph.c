@@ -140,7 +140,7 @@ static size_t plan(env2_trainer *t, int n, int h, int w, float *base, int keep)
                 nd->hid = hid;
                 nd->gate = gate;
             }
-            size_t s = k_se_scratch(n, bl->mid, bl->se);
+            size_t s = k_se_scratch(n, (long)h * w, bl->mid, bl->se);
             if (s > maxse) maxse = s;
             cur.p = a;
             cur.node = a ? -1 : idx;
