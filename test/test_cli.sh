@@ -15,6 +15,11 @@ echo "$out" | grep -q 'parameters   21,458,488' && ok || bad "info s parameters:
 echo "$out" | grep -q '8,365,617,152' && ok || bad "info s MACs at 384"
 "$env2" info b0 --size 224 | grep -q '718,086,176' && ok || bad "info b0 MACs at 224"
 "$env2" --version | grep -q '^env2 [0-9]' && ok || bad "--version"
+# every command answers --help on stdout with exit 0
+for c in info init forward grad bench train eval predict schedule; do
+    out=$("$env2" $c --help 2>/dev/null) && echo "$out" | grep -q 'usage: env2' && ok || bad "env2 $c --help: $out"
+done
+"$env2" bench --help | grep -q -- '--profile' && ok || bad "bench --help lists its options"
 
 arch="r1_k3_s1_e1_i16_o16_c1 r1_k3_s2_e4_i16_o24_c1 r1_k3_s2_e4_i24_o32_se0.25"
 "$env2" init --arch "$arch" --head 32 --classes 5 --seed 3 -o "$tmp/w.safetensors" && ok || bad "init"

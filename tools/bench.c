@@ -226,8 +226,13 @@ int cmd_bench(int argc, char **argv)
     int gemm = 0, epilogue = 0, optimizer = ENV2_OPT_SGD, keep_act = -1;
     float wd = -1, smoothing = -1, dropout = -1, drop_path = -1;
     const char *stem = NULL, *head = NULL;
+    int help = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help = 1;
+            break;
+        }
         if (!strcmp(a, "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(a, "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -270,8 +275,8 @@ int cmd_bench(int argc, char **argv)
             return 2;
         }
     }
-    if ((!arch && !gemm) || runs < 1 || batch < 1 || threads < 0 || size < 0) {
-        fprintf(stderr,
+    if (help || (!arch && !gemm) || runs < 1 || batch < 1 || threads < 0 || size < 0) {
+        fprintf(help ? stdout : stderr,
                 "usage: env2 bench VARIANT [--size N] [--batch B] [--threads T] [--runs R] [--warmup W] [--profile]\n"
                 "         [--no-winograd]\n"
                 "         [--train [--optimizer sgd|adamw|rmsprop] [--wd X] [--label-smoothing X]\n"
@@ -279,7 +284,7 @@ int cmd_bench(int argc, char **argv)
                 "         [--classes N] [--in-channels C] [--dropout X] [--drop-path X]\n"
                 "       env2 bench --arch STAGES [--stem C] [--head C] ... (a custom architecture)\n"
                 "       env2 bench --gemm [--size 384] [--batch 1] [--threads T] [--runs R] [--epilogue]\n");
-        return 2;
+        return help ? 0 : 2;
     }
     if (gemm) return bench_gemm(size ? size : 384, batch, threads, runs, epilogue);
     env2_model_options o;

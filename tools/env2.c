@@ -381,6 +381,12 @@ int main(int argc, char **argv)
         {"bench", cmd_bench}, {"train", cmd_train}, {"eval", cmd_eval}, {"predict", cmd_predict},
         {"schedule", cmd_schedule},
     };
+    /* "env2 CMD --help": bench, train, eval, predict and schedule print their own page */
+    if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) &&
+        (!strcmp(c, "info") || !strcmp(c, "init") || !strcmp(c, "forward") || !strcmp(c, "grad"))) {
+        usage(stdout);
+        return 0;
+    }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(c, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "env2: unknown command '%s'\n", c);
