@@ -66,7 +66,7 @@ WT_EXPORT void WT_NAME(k_wino_in_rows)(const k_conv_shape *s, const float *x, lo
                     tmp[1][j][c] = (a4 - a1) + 0.5f * a2 + 2.5f * a3;
                     tmp[2][j][c] = (a4 + a1) - 2.5f * a2 + 0.5f * a3;
                     tmp[3][j][c] = (a4 - a2) + 2.0f * (a3 - a1);
-                    tmp[4][j][c] = (a4 - a2) + 0.5f * (a1 - a3);
+                    tmp[4][j][c] = (a4 - a2) - 0.5f * (a3 - a1);
                     tmp[5][j][c] = (a1 + a5) + 1.5f * (a4 - a2) - 2.0f * a3;
                 }
             }
@@ -83,7 +83,7 @@ WT_EXPORT void WT_NAME(k_wino_in_rows)(const k_conv_shape *s, const float *x, lo
                     v1[c] = (a4 - a1) + 0.5f * a2 + 2.5f * a3;
                     v2[c] = (a4 + a1) - 2.5f * a2 + 0.5f * a3;
                     v3[c] = (a4 - a2) + 2.0f * (a3 - a1);
-                    v4[c] = (a4 - a2) + 0.5f * (a1 - a3);
+                    v4[c] = (a4 - a2) - 0.5f * (a3 - a1);
                     v5[c] = (a1 + a5) + 1.5f * (a4 - a2) - 2.0f * a3;
                 }
             }
