@@ -331,6 +331,8 @@ static void tile_args(const gemm_prob *p, k_ukr_args *a, long i, long j, int mr,
     a->res = ep && ep->residual ? ep->residual + i * ep->ldr + j : NULL;
     a->ldr = ep ? ep->ldr : 0;
     a->act = ep ? ep->act : K_ACT_NONE;
+    a->pf = NULL;
+    a->pf_ks = 0;
 }
 
 /* Same arithmetic as gemm_rect without any heap buffer: every micro-panel is
@@ -394,6 +396,24 @@ static K_NOINLINE void gemm_rect_inplace(const gemm_prob *p, long m0, long m1, l
     }
 }
 
+/* The first row tile of a block reads each B panel from memory (weights
+ * are read once per forward), at the row stride of B, which the hardware
+ * prefetchers follow poorly: its micro-kernel calls fetch the panel the next
+ * call will read -- the next NR columns, or after the block's last panel the
+ * first one of the next K block -- kc rows of two lines, into L2.  Only full
+ * panels inside B are named. */
+static void b_prefetch(const gemm_prob *p, k_ukr_args *a, long j, long jc, long nc, long pc, long kc)
+{
+    const long NR = p->u->nr;
+    if (j + 2 * NR <= jc + nc) {
+        a->pf = p->B + pc * p->ldb + j + NR;
+        a->pf_ks = p->ldb;
+    } else if (pc + 2 * kc <= p->K && jc + NR <= jc + nc) {
+        a->pf = p->B + (pc + kc) * p->ldb + jc;
+        a->pf_ks = p->ldb;
+    }
+}
+
 /* One thread's rectangle [m0, m1) x [n0, n1) of C.  Operands are read in
  * place where their layout already suits the kernel -- row-major A (its
  * MR x kc panel stays in L1 over the jr sweep) and non-transposed B (rows
@@ -420,12 +440,16 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
         return;
     }
     float *ap = buf, *bblk = buf + apan;
-    /* B read in place is strided; when it is used by few row tiles or is
-     * long (K >= 2048: weight gradients, where B is an activation streaming
-     * from memory) that measured 10-20% slower than one sequential copy.
-     * Otherwise in place wins by a few percent with the AVX-512 kernel on
-     * the Intel machine; the AVX2 kernel always packs (k_gemm_ukr.pack_b). */
-    const int pack_all_b = p->u->pack_b || p->tb || (m1 - m0 + MR - 1) / MR <= 8 || p->K >= 2048;
+    /* B read in place is strided.  When it is long (K >= 2048: weight
+     * gradients, where B is an activation streaming from memory) that
+     * measured 10-20% slower than one sequential copy.  Otherwise B is a
+     * layer's weights, which at inference come from memory once per forward:
+     * read in place, with the next panel prefetched (below), they cost less
+     * than a copy, however few the row tiles (batch 1 at 224, M = 49: the
+     * 7x7 layers' GEMMs took 12-19% less time in the network than when B was
+     * copied first; docs/PERFORMANCE.md, session 15).  The AVX2 kernel
+     * always packs (k_gemm_ukr.pack_b). */
+    const int pack_all_b = p->u->pack_b || p->tb || p->K >= 2048;
     k_ukr_args a;
     for (long jc = n0; jc < n1; jc += ncs) {
         long nc = n1 - jc < ncs ? n1 - jc : ncs;
@@ -453,6 +477,7 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
                     if (!pack_all_b && nr == NR) {
                         a.B = p->B + pc * p->ldb + j;
                         a.b_ks = p->ldb;
+                        if (i == m0) b_prefetch(p, &a, j, jc, nc, pc, kc);
                     } else {
                         a.B = bblk + (j - jc) * kc;
                         a.b_ks = NR;

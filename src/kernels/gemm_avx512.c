@@ -79,7 +79,7 @@ static void write_tile(const k_ukr_args *a, const float *tile, int nv)
 
 /* arow: A is row-major (A(r,k) = A[r*a_rs + k]); otherwise k-contiguous
  * (A(r,k) = A[r + k*a_cs]).  Both are compile-time after inlining. */
-K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
+K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const int pfon)
 {
     ROWS(DECL)
     /* C rows are touched only after the kc loop: fetching them now hides the
@@ -89,8 +89,8 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
     if (nv != 1) _mm_prefetch((const char *)(a->C + r * a->ldc + 16), _MM_HINT_T0);
     ROWS(PREFETCH_C)
 #undef PREFETCH_C
-    const float *A = a->A, *B = a->B;
-    const long kc = a->kc, bks = a->b_ks;
+    const float *A = a->A, *B = a->B, *P = a->pf;
+    const long kc = a->kc, bks = a->b_ks, pks = a->pf_ks;
     if (arow) {
         const long lda = a->a_rs;
 #define FMA_ROW(r)                                                                                                  \
@@ -105,6 +105,12 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
             __m256 bh = _mm512_castps512_ps256(b0);
             if (nv == 2) b1 = _mm512_loadu_ps(B + 16);
             if (nv == 3) bh = _mm256_loadu_ps(B + 16);
+            if (pfon) {
+                /* into L2: a panel of kc rows is as large as L1 */
+                _mm_prefetch((const char *)P, _MM_HINT_T1);
+                _mm_prefetch((const char *)(P + 16), _MM_HINT_T1);
+                P += pks;
+            }
             ROWS(FMA_ROW)
             A += 1;
             B += bks;
@@ -150,12 +156,17 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
     write_tile(a, tile, nv);
 }
 
-static void ukr_row1(const k_ukr_args *a) { ukr_body(a, 1, 1); }
-static void ukr_row2(const k_ukr_args *a) { ukr_body(a, 2, 1); }
-static void ukr_row3(const k_ukr_args *a) { ukr_body(a, 3, 1); }
-static void ukr_col1(const k_ukr_args *a) { ukr_body(a, 1, 0); }
-static void ukr_col2(const k_ukr_args *a) { ukr_body(a, 2, 0); }
-static void ukr_col3(const k_ukr_args *a) { ukr_body(a, 3, 0); }
+static void ukr_row1(const k_ukr_args *a) { ukr_body(a, 1, 1, 0); }
+/* a->pf comes with full-width tiles of B read in place, where A is row-major */
+static void ukr_row2(const k_ukr_args *a)
+{
+    if (a->pf) ukr_body(a, 2, 1, 1);
+    else ukr_body(a, 2, 1, 0);
+}
+static void ukr_row3(const k_ukr_args *a) { ukr_body(a, 3, 1, 0); }
+static void ukr_col1(const k_ukr_args *a) { ukr_body(a, 1, 0, 0); }
+static void ukr_col2(const k_ukr_args *a) { ukr_body(a, 2, 0, 0); }
+static void ukr_col3(const k_ukr_args *a) { ukr_body(a, 3, 0, 0); }
 
 static void ukr_avx512(const k_ukr_args *a)
 {

@@ -56,6 +56,11 @@ typedef struct k_ukr_args {
     const float *scale, *bias, *res;
     long ldr;
     int act;
+    /* A hint, may be NULL: the kc rows pf[k * pf_ks .. + NR) of the B panel
+     * the next call will read, to prefetch during this one.  Only the AVX-512
+     * kernel's full-width, row-major-A variant acts on it. */
+    const float *pf;
+    long pf_ks;
 } k_ukr_args;
 
 typedef struct k_gemm_ukr {
