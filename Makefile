@@ -68,7 +68,7 @@ TESTS := $(TEST_SRCS:test/%.c=$(BUILD)/test/%)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: env2 all lib test clean install uninstall sanitize check-torch bench demo results abi-check abi-update fixtures examples check-determinism
+.PHONY: env2 all lib test clean distclean install uninstall sanitize check-torch bench demo results abi-check abi-update fixtures examples check-determinism
 all: lib $(ENV2BIN) env2 examples
 
 lib: $(STATIC) $(SHARED)
@@ -155,8 +155,14 @@ abi-check: all
 abi-update: lib
 	nm -D --defined-only lib/libefficientnetv2.so.$(VERSION) | awk '{print $$3}' | grep '^env2_' | sort > lib/efficientnetv2.sym
 
+# clean keeps build/ort (the ONNX Runtime peer and the exported models, which
+# take a download and a minute to recreate); distclean removes it too
 clean:
-	rm -rf build lib/libefficientnetv2.* env2
+	if [ -d build ]; then find build -mindepth 1 -maxdepth 1 ! -name ort -exec rm -rf {} +; fi
+	rm -rf lib/libefficientnetv2.* env2
+
+distclean: clean
+	rm -rf build
 
 # The main job: progressive-learning training of a small EfficientNetV2 on
 # Fashion-MNIST (Debian's dataset-fashion-mnist); its time on 2 idle cores is in README.md and docs/RESULTS.md.
