@@ -165,6 +165,11 @@ static void test_gemm_all(void)
             }
     /* crossing the N block (ncs ~ 320 columns at kc = 384) and several K blocks, with 2 threads splitting */
     test_gemm_case(61, 700, 400, 0, 0, 1.0f, 0.0f, 1, 0);
+    /* a plain product split by rows gives each thread 31 or 30 rows (a
+     * thread boundary inside a tile); one whose weights outweigh its
+     * activations 11x is split by columns instead (choose_grid) */
+    test_gemm_case(61, 700, 400, 0, 0, -0.5f, 0.3f, 3, 2);
+    test_gemm_case(45, 1000, 1000, 0, 0, 1.0f, 0.0f, 1, 1);
     test_gemm_case(300, 130, 1000, 1, 0, 1.0f, 1.0f, 0, 5);
     test_gemm_case(140, 650, 390, 0, 1, 0.5f, 0.0f, 2, 1);
     test_gemm_case(9, 700, 50, 1, 1, 1.0f, 0.0f, 3, 0);

@@ -491,12 +491,31 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
 
 /* Splits the tile grid into pm x pn rectangles for nth threads, minimizing
  * an estimate of the slowest thread's time: its FMAs plus the operand
- * traffic and packing it repeats (B per rectangle, A per N block). */
+ * traffic and packing it repeats (B per rectangle, A per N block).
+ *
+ * Plain products (neither operand transposed) are the forward layers: A is
+ * an activation the layer before wrote split by rows (depthwise, squeeze-
+ * excite, batch norm and the GEMMs themselves all split positions), and C
+ * is read the same way by the layer after.  Those take whole rows, unless B
+ * (the weights) outweighs the activations by far.  Split by columns, each
+ * thread would read the A rows the other core just wrote and write C
+ * columns the other core reads next; on the 2-vCPU machine of session 16 a
+ * line written by the other core took ~240 ns, and the copy of B each
+ * thread then reads is cheaper than that traffic.  Measured in the V2-S
+ * forward (2 threads, alternating processes; docs/PERFORMANCE.md): at 384
+ * the 12x12 and 24x24 expansions, which took columns, now take rows, and
+ * the depthwise layers after them went 5.52 -> 4.10 ms, squeeze-excite
+ * 4.12 -> 3.76 ms, the whole forward 57.4 -> 55.8 ms. */
 static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, int *pn)
 {
     double best = -1;
     *pm = 1;
     *pn = 1;
+    const double act = (double)p->M * (double)(p->K + p->N), wts = (double)p->K * (double)p->N;
+    if (!p->ta && !p->tb && tm >= 2L * nth && wts <= 8.0 * act) {
+        *pm = nth;
+        return;
+    }
     for (int a = 1; a <= nth; a++) {
         int b = nth / a;
         if (a > tm && a > 1) break;
@@ -655,10 +674,20 @@ static void gemm_grid_fn(void *arg, int ith, int nth)
     const long MR = p->u->mr, NR = p->u->nr;
     long r0, r1, c0, c1;
     (void)nth;
-    env2_range(g->tm, ith / g->pn, g->pm, &r0, &r1);
     env2_range(g->tn, ith % g->pn, g->pn, &c0, &c1);
-    long m1 = r1 * MR, n1 = c1 * NR;
-    gemm_rect(p, r0 * MR, m1 < p->M ? m1 : p->M, c0 * NR, n1 < p->N ? n1 : p->N);
+    long n1 = c1 * NR;
+    n1 = n1 < p->N ? n1 : p->N;
+    if (g->pn == 1) {
+        /* whole rows: equal row counts (a partial tile each) rather than
+         * whole tiles, so that a thread's rows are the positions its
+         * neighbours' row splits give it (72 + 72 of 144, not 84 + 60) */
+        env2_range(p->M, ith, g->pm, &r0, &r1);
+        gemm_rect(p, r0, r1, c0 * NR, n1);
+        return;
+    }
+    env2_range(g->tm, ith / g->pn, g->pm, &r0, &r1);
+    long m1 = r1 * MR;
+    gemm_rect(p, r0 * MR, m1 < p->M ? m1 : p->M, c0 * NR, n1);
 }
 
 long k_gemm_kc(long K)
