@@ -555,7 +555,14 @@ static int threads_for(double work, int nt)
  * not change any bit.  The sums are ordered differently from k_sgemm's, so
  * this is a separate entry point: k_sgemm keeps giving every row of C the
  * same bits whatever M is (callers split M between threads). */
-#define GEMV_COLS 64 /* outputs per task unit */
+#define GEMV_COLS 64 /* outputs per epilogue pass */
+/* Outputs per task unit: the squeeze-excite reduction FC has only 32-64
+ * outputs, and with 64 per unit it ran on one thread while the other idled. */
+#define GEMV_UNIT 16
+/* Weights per thread below which a second thread costs more than it saves:
+ * a row is a stream from memory, ~1 us per 16K floats, against ~1-2 us to
+ * hand a task to a polling worker. */
+#define GEMV_MIN_PER_THREAD 16384.0
 
 /* sum_k a[k] * b[k], in 8 interleaved partial sums added pairwise */
 static float gemv_dot(const float *a, const float *b, long K)
@@ -589,9 +596,9 @@ static void gemv_fn(void *arg, int ith, int nth)
     const gemm_prob *p = arg;
     const k_epilogue *ep = p->ep;
     long lo, hi;
-    env2_range((p->N + GEMV_COLS - 1) / GEMV_COLS, ith, nth, &lo, &hi);
-    lo *= GEMV_COLS;
-    hi = hi * GEMV_COLS < p->N ? hi * GEMV_COLS : p->N;
+    env2_range((p->N + GEMV_UNIT - 1) / GEMV_UNIT, ith, nth, &lo, &hi);
+    lo *= GEMV_UNIT;
+    hi = hi * GEMV_UNIT < p->N ? hi * GEMV_UNIT : p->N;
 #if K_HAVE_X86_PATHS
     const int avx2 = k_simd_level() >= K_SIMD_AVX2;
 #endif
@@ -636,8 +643,10 @@ void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, c
     p.ldb = p.K;
     p.C = y;
     p.ep = ep;
-    long nb = (N + GEMV_COLS - 1) / GEMV_COLS;
-    nt = threads_for((double)N * (double)(p.K ? p.K : 1), nt);
+    long nb = (N + GEMV_UNIT - 1) / GEMV_UNIT;
+    double per = (double)N * (double)(p.K ? p.K : 1) / GEMV_MIN_PER_THREAD;
+    if (nt < 1) nt = 1;
+    if (per < nt) nt = per < 1.0 ? 1 : (int)per;
     k_par_run(nt < nb ? nt : (int)nb, gemv_fn, &p);
 }
 
