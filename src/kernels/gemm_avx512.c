@@ -73,20 +73,27 @@ static void write_tile(const k_ukr_args *a, const float *tile, int nv)
     __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps();                                            \
     __m256 c##r##h = _mm256_setzero_ps();
 #define STORE(r)                                                                                                    \
-    _mm512_store_ps(tile + r * NR, c##r##a);                                                                        \
-    if (nv == 2) _mm512_store_ps(tile + r * NR + 16, c##r##b);                                                      \
-    if (nv == 3) _mm256_store_ps(tile + r * NR + 16, c##r##h);
+    if (r < R) {                                                                                                    \
+        _mm512_store_ps(tile + r * NR, c##r##a);                                                                    \
+        if (nv == 2) _mm512_store_ps(tile + r * NR + 16, c##r##b);                                                  \
+        if (nv == 3) _mm256_store_ps(tile + r * NR + 16, c##r##h);                                                  \
+    }
 
 /* arow: A is row-major (A(r,k) = A[r*a_rs + k]); otherwise k-contiguous
- * (A(r,k) = A[r + k*a_cs]).  Both are compile-time after inlining. */
-K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const int pfon)
+ * (A(r,k) = A[r + k*a_cs]).  R: rows computed (14, or 8 or 4 for a partial
+ * tile of at most that many rows, which would otherwise cost a full one: a
+ * thread's 72 rows of a 12x12 map are 5 tiles of 14 and one of 2).  All are
+ * compile-time after inlining; the rows r >= R drop out. */
+K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const int pfon, const int R)
 {
     ROWS(DECL)
     /* C rows are touched only after the kc loop: fetching them now hides the
      * miss (measured 5-8% on 1x1-convolution shapes). */
 #define PREFETCH_C(r)                                                                                               \
-    _mm_prefetch((const char *)(a->C + r * a->ldc), _MM_HINT_T0);                                                   \
-    if (nv != 1) _mm_prefetch((const char *)(a->C + r * a->ldc + 16), _MM_HINT_T0);
+    if (r < R) {                                                                                                    \
+        _mm_prefetch((const char *)(a->C + r * a->ldc), _MM_HINT_T0);                                               \
+        if (nv != 1) _mm_prefetch((const char *)(a->C + r * a->ldc + 16), _MM_HINT_T0);                             \
+    }
     ROWS(PREFETCH_C)
 #undef PREFETCH_C
     const float *A = a->A, *B = a->B, *P = a->pf;
@@ -94,7 +101,7 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const 
     if (arow) {
         const long lda = a->a_rs;
 #define FMA_ROW(r)                                                                                                  \
-    {                                                                                                               \
+    if (r < R) {                                                                                                    \
         __m512 av = _mm512_set1_ps(A[r * lda]);                                                                     \
         c##r##a = _mm512_fmadd_ps(av, b0, c##r##a);                                                                 \
         if (nv == 2) c##r##b = _mm512_fmadd_ps(av, b1, c##r##b);                                                    \
@@ -119,7 +126,7 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const 
     } else {
         const long acs = a->a_cs;
 #define FMA_COL(r)                                                                                                  \
-    {                                                                                                               \
+    if (r < R) {                                                                                                    \
         __m512 av = _mm512_set1_ps(A[r]);                                                                           \
         c##r##a = _mm512_fmadd_ps(av, b0, c##r##a);                                                                 \
         if (nv == 2) c##r##b = _mm512_fmadd_ps(av, b1, c##r##b);                                                    \
@@ -136,17 +143,20 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const 
         }
 #undef FMA_COL
     }
-    if (a->mr == MR && a->nr == (nv == 1 ? 16 : nv == 3 ? 24 : 32)) {
+    if (a->mr == R && a->nr == (nv == 1 ? 16 : nv == 3 ? 24 : 32)) {
         /* Full tile: finish straight from the registers. */
         const __mmask16 mh = nv == 3 ? (__mmask16)0xFF : (__mmask16)0xFFFF;
         float *C = a->C;
         const long ldc = a->ldc;
 #define FINISH(r)                                                                                                   \
-    _mm512_storeu_ps(C + r * ldc, finish(a, c##r##a, C + r * ldc, r, 0, (__mmask16)0xFFFF));                        \
-    if (nv == 2) _mm512_storeu_ps(C + r * ldc + 16, finish(a, c##r##b, C + r * ldc + 16, r, 16, (__mmask16)0xFFFF)); \
-    if (nv == 3)                                                                                                    \
-        _mm512_mask_storeu_ps(C + r * ldc + 16, mh,                                                                 \
-                              finish(a, _mm512_castps256_ps512(c##r##h), C + r * ldc + 16, r, 16, mh));
+    if (r < R) {                                                                                                    \
+        _mm512_storeu_ps(C + r * ldc, finish(a, c##r##a, C + r * ldc, r, 0, (__mmask16)0xFFFF));                    \
+        if (nv == 2)                                                                                                \
+            _mm512_storeu_ps(C + r * ldc + 16, finish(a, c##r##b, C + r * ldc + 16, r, 16, (__mmask16)0xFFFF));     \
+        if (nv == 3)                                                                                                \
+            _mm512_mask_storeu_ps(C + r * ldc + 16, mh,                                                             \
+                                  finish(a, _mm512_castps256_ps512(c##r##h), C + r * ldc + 16, r, 16, mh));         \
+    }
         ROWS(FINISH)
 #undef FINISH
         return;
@@ -156,30 +166,43 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const 
     write_tile(a, tile, nv);
 }
 
-static void ukr_row1(const k_ukr_args *a) { ukr_body(a, 1, 1, 0); }
-/* a->pf comes with full-width tiles of B read in place, where A is row-major */
-static void ukr_row2(const k_ukr_args *a)
-{
-    if (a->pf) ukr_body(a, 2, 1, 1);
-    else ukr_body(a, 2, 1, 0);
-}
-static void ukr_row3(const k_ukr_args *a) { ukr_body(a, 3, 1, 0); }
-static void ukr_col1(const k_ukr_args *a) { ukr_body(a, 1, 0, 0); }
-static void ukr_col2(const k_ukr_args *a) { ukr_body(a, 2, 0, 0); }
-static void ukr_col3(const k_ukr_args *a) { ukr_body(a, 3, 0, 0); }
+/* One set of entry points per row count R (14, 8, 4). */
+#define UKR_SET(R)                                                                                                  \
+    static void ukr_row1_##R(const k_ukr_args *a) { ukr_body(a, 1, 1, 0, R); }                                      \
+    /* a->pf comes with full-width tiles of B read in place, where A is row-major */                                \
+    static void ukr_row2_##R(const k_ukr_args *a)                                                                   \
+    {                                                                                                               \
+        if (a->pf) ukr_body(a, 2, 1, 1, R);                                                                         \
+        else ukr_body(a, 2, 1, 0, R);                                                                               \
+    }                                                                                                               \
+    static void ukr_row3_##R(const k_ukr_args *a) { ukr_body(a, 3, 1, 0, R); }                                      \
+    static void ukr_col1_##R(const k_ukr_args *a) { ukr_body(a, 1, 0, 0, R); }                                      \
+    static void ukr_col2_##R(const k_ukr_args *a) { ukr_body(a, 2, 0, 0, R); }                                      \
+    static void ukr_col3_##R(const k_ukr_args *a) { ukr_body(a, 3, 0, 0, R); }                                      \
+    static void ukr_##R(const k_ukr_args *a)                                                                        \
+    {                                                                                                               \
+        int nv = a->nr <= 16 ? 1 : a->nr <= 24 ? 3 : 2;                                                             \
+        if (a->a_cs == 1 && a->a_rs != 1) {                                                                         \
+            if (nv == 1) ukr_row1_##R(a);                                                                           \
+            else if (nv == 3) ukr_row3_##R(a);                                                                      \
+            else ukr_row2_##R(a);                                                                                   \
+        } else {                                                                                                    \
+            if (nv == 1) ukr_col1_##R(a);                                                                           \
+            else if (nv == 3) ukr_col3_##R(a);                                                                      \
+            else ukr_col2_##R(a);                                                                                   \
+        }                                                                                                           \
+    }
+UKR_SET(14)
+UKR_SET(8)
+UKR_SET(4)
 
+/* Each output element gets the same FMAs in the same order whatever R is,
+ * so the row count of the variant never changes a bit. */
 static void ukr_avx512(const k_ukr_args *a)
 {
-    int nv = a->nr <= 16 ? 1 : a->nr <= 24 ? 3 : 2;
-    if (a->a_cs == 1 && a->a_rs != 1) {
-        if (nv == 1) ukr_row1(a);
-        else if (nv == 3) ukr_row3(a);
-        else ukr_row2(a);
-    } else {
-        if (nv == 1) ukr_col1(a);
-        else if (nv == 3) ukr_col3(a);
-        else ukr_col2(a);
-    }
+    if (a->mr > 8) ukr_14(a);
+    else if (a->mr > 4) ukr_8(a);
+    else ukr_4(a);
 }
 
 const k_gemm_ukr k_ukr_avx512 = {MR, NR, ukr_avx512, 0};
