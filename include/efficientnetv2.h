@@ -36,6 +36,10 @@
  *    call uses up to about 100 KiB of the calling thread's stack (and of
  *    the workers', which get the system default).  A thread of 256 KiB is
  *    enough (test_train checks training and inference on one).
+ *  - Memory: on Linux, the library's own buffers of 4 MiB and more (the
+ *    weights, the workspaces) are asked for transparent huge pages with
+ *    madvise(MADV_HUGEPAGE); the kernel grants them or not by its THP
+ *    settings, and nothing else depends on it.
  *  - Strings are UTF-8; paths are passed to fopen() unchanged.
  *
  * ABI: the soname is libefficientnetv2.so.<major>.  Within one major version
