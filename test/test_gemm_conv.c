@@ -213,6 +213,33 @@ static void test_gemv_case(long N, long K, int epk)
         CHECK_MSG(same_bits(yi, y[0], N), "sgemv in-place residual N=%ld K=%ld", N, K);
         free(yi);
     }
+    /* several rows (small-batch FCs): each row of Y what k_sgemv gives for
+     * that row of X, at 1-3 threads, nothing written past M x N */
+    for (long M = 2; M <= K_GEMV_MAX_ROWS; M += 3) {
+        long kk = K > 0 ? K : 1;
+        float *X = frandom(M * kk), *res2 = frandom(M * (N + 2)), *Y1 = falloc(N + 1);
+        k_epilogue e2 = ep;
+        if (e2.residual) {
+            e2.residual = res2;
+            e2.ldr = N + 2;
+        }
+        const k_epilogue *ep2 = epk ? &e2 : NULL;
+        for (int t = 1; t <= 3; t++) {
+            float *Y = frandom(M * N + 1);
+            Y[M * N] = 777.0f;
+            k_sgemv_rows(t, M, N, K, X, B, Y, ep2);
+            int ok = Y[M * N] == 777.0f;
+            for (long r = 0; r < M; r++) {
+                k_epilogue e1 = e2;
+                if (e1.residual) e1.residual = res2 + r * (N + 2);
+                k_sgemv(1, N, K, X + r * kk, B, Y1, epk ? &e1 : NULL);
+                ok &= same_bits(Y1, Y + r * N, N);
+            }
+            CHECK_MSG(ok, "sgemv rows M=%ld N=%ld K=%ld ep=%d threads %d", M, N, K, epk, t);
+            free(Y);
+        }
+        free(X), free(res2), free(Y1);
+    }
     for (int t = 0; t < 3; t++) free(y[t]);
     free(x);
     free(B);

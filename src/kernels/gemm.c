@@ -603,48 +603,59 @@ static void gemv_fn(void *arg, int ith, int nth)
     const int avx2 = k_simd_level() >= K_SIMD_AVX2;
 #endif
     /* The dot products of up to GEMV_COLS outputs go to a buffer first
-     * (ep->residual may be C), then the epilogue writes C. */
+     * (ep->residual may be C), then the epilogue writes C.  The rows of a
+     * small batch take turns on the same weight rows, which stay in cache. */
     float d[GEMV_COLS];
     for (long c0 = lo; c0 < hi; c0 += GEMV_COLS) {
         long n = hi - c0 < GEMV_COLS ? hi - c0 : GEMV_COLS;
+        for (long r = 0; r < p->M; r++) {
+            const float *x = p->A + r * p->lda;
 #if K_HAVE_X86_PATHS
-        if (avx2) k_gemv_rows_avx2(p->A, p->B, p->K, c0, c0 + n, d);
-        else
+            if (avx2) k_gemv_rows_avx2(x, p->B, p->K, c0, c0 + n, d);
+            else
 #endif
-            for (long i = 0; i < n; i++) d[i] = gemv_dot(p->A, p->B + (c0 + i) * p->ldb, p->K);
-        float *y = p->C + c0;
-        if (ep && !ep->residual && ep->act != K_ACT_NONE) {
-            /* the squeeze-excite gates: the sigmoid as one vector pass (per
-             * element, expf was a sixth of an SE) */
-            for (long i = 0; i < n; i++)
-                y[i] = d[i] * (ep->scale ? ep->scale[c0 + i] : 1.0f) + (ep->bias ? ep->bias[c0 + i] : 0.0f);
-            k_act_rows(ep->act, n, y, y);
-        } else if (ep) {
-            for (long i = 0; i < n; i++)
-                y[i] = k_epilogue_scalar(d[i], ep->scale ? ep->scale[c0 + i] : 1.0f,
-                                         ep->bias ? ep->bias[c0 + i] : 0.0f, ep->act,
-                                         ep->residual ? ep->residual[c0 + i] : 0.0f);
-        } else {
-            memcpy(y, d, (size_t)n * sizeof(float));
+                for (long i = 0; i < n; i++) d[i] = gemv_dot(x, p->B + (c0 + i) * p->ldb, p->K);
+            float *y = p->C + r * p->ldc + c0;
+            if (ep && !ep->residual && ep->act != K_ACT_NONE) {
+                /* the squeeze-excite gates: the sigmoid as one vector pass
+                 * (per element, expf was a sixth of an SE) */
+                for (long i = 0; i < n; i++)
+                    y[i] = d[i] * (ep->scale ? ep->scale[c0 + i] : 1.0f) + (ep->bias ? ep->bias[c0 + i] : 0.0f);
+                k_act_rows(ep->act, n, y, y);
+            } else if (ep) {
+                const float *res = ep->residual ? ep->residual + r * ep->ldr : NULL;
+                for (long i = 0; i < n; i++)
+                    y[i] = k_epilogue_scalar(d[i], ep->scale ? ep->scale[c0 + i] : 1.0f,
+                                             ep->bias ? ep->bias[c0 + i] : 0.0f, ep->act, res ? res[c0 + i] : 0.0f);
+            } else {
+                memcpy(y, d, (size_t)n * sizeof(float));
+            }
         }
     }
 }
 
 void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, const k_epilogue *ep)
 {
-    if (N <= 0) return;
+    k_sgemv_rows(nt, 1, N, K, x, W, y, ep);
+}
+
+void k_sgemv_rows(int nt, long M, long N, long K, const float *X, const float *W, float *Y, const k_epilogue *ep)
+{
+    if (N <= 0 || M <= 0) return;
     gemm_prob p;
     memset(&p, 0, sizeof p);
-    p.M = 1;
+    p.M = M;
     p.N = N;
     p.K = K > 0 ? K : 0;
-    p.A = x;
+    p.A = X;
+    p.lda = p.K;
     p.B = W;
     p.ldb = p.K;
-    p.C = y;
+    p.C = Y;
+    p.ldc = N;
     p.ep = ep;
     long nb = (N + GEMV_UNIT - 1) / GEMV_UNIT;
-    double per = (double)N * (double)(p.K ? p.K : 1) / GEMV_MIN_PER_THREAD;
+    double per = (double)M * (double)N * (double)(p.K ? p.K : 1) / GEMV_MIN_PER_THREAD;
     if (nt < 1) nt = 1;
     if (per < nt) nt = per < 1.0 ? 1 : (int)per;
     k_par_run(nt < nb ? nt : (int)nb, gemv_fn, &p);

@@ -100,6 +100,12 @@ void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void 
  * differently, so it must not stand in for a row of a larger k_sgemm.  y
  * must not overlap x or W; ep->residual may equal y. */
 void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, const k_epilogue *ep);
+/* k_sgemv for each of M rows: Y[M][N] = epilogue(X W^T), X [M][K], every row
+ * of Y exactly what k_sgemv gives for that row of X (ep->residual rows
+ * ep->ldr apart).  For FCs at small batches, where k_sgemm would pack
+ * (transpose) all of W for a few rows of work. */
+#define K_GEMV_MAX_ROWS 8
+void k_sgemv_rows(int nt, long M, long N, long K, const float *X, const float *W, float *Y, const k_epilogue *ep);
 #if K_HAVE_X86_PATHS
 /* y[c - c0] = x . W[c] (W rows K floats apart) for c in [c0, c1): k_sgemv's
  * dot products with AVX2 (gemm_avx2.c).  y must not overlap x or W. */

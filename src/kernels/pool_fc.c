@@ -165,7 +165,7 @@ void k_fc_fwd(int nt, int n, int in, int out, const float *x, const float *W, co
     k_epilogue ep = {NULL, b, K_ACT_NONE, NULL, 0};
     /* n is the batch, never a share of it, so choosing by n keeps results
      * independent of the thread count */
-    if (n == 1) k_sgemv(nt, out, in, x, W, y, b ? &ep : NULL);
+    if (n <= K_GEMV_MAX_ROWS) k_sgemv_rows(nt, n, out, in, x, W, y, b ? &ep : NULL);
     else k_sgemm(nt, 0, 1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b ? &ep : NULL);
 }
 
