@@ -89,6 +89,7 @@ void *env2_aligned_alloc(size_t bytes)
 {
     void *p;
     if (alloc_should_fail()) return NULL;
+    size_t align = 64;
     bytes = (bytes + 63) & ~(size_t)63;
     if (bytes == 0) bytes = 64;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -98,19 +99,18 @@ void *env2_aligned_alloc(size_t bytes)
      * KiB, a new 4 KiB page every row.  V2-S, 2 threads, alternating
      * processes (docs/PERFORMANCE.md, session 16): inference 1-4 % faster,
      * training bs32 @128 4 %; peak RSS at 384 115 against 113 MiB. */
-    if (bytes >= ((size_t)4 << 20)) {
-        const size_t huge = (size_t)2 << 20;
+    const size_t huge = (size_t)2 << 20;
+    if (bytes >= 2 * huge) {
+        align = huge;
         bytes = (bytes + huge - 1) & ~(huge - 1);
-        p = aligned_alloc(huge, bytes);
-        if (p) {
-            (void)madvise(p, bytes, MADV_HUGEPAGE);
-            memset(p, 0, bytes);
-        }
-        return p;
     }
 #endif
-    p = aligned_alloc(64, bytes);
-    if (p) memset(p, 0, bytes);
+    p = aligned_alloc(align, bytes);
+    if (!p) return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == huge) (void)madvise(p, bytes, MADV_HUGEPAGE); /* before the pages are touched */
+#endif
+    memset(p, 0, bytes);
     return p;
 }
 

@@ -504,8 +504,8 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
  * thread then reads is cheaper than that traffic.  Measured in the V2-S
  * forward (2 threads, alternating processes; docs/PERFORMANCE.md): at 384
  * the 12x12 and 24x24 expansions, which took columns, now take rows, and
- * the depthwise layers after them went 5.52 -> 4.10 ms, squeeze-excite
- * 4.12 -> 3.76 ms, the whole forward 57.4 -> 55.8 ms. */
+ * the depthwise layers after them went 5.38 -> 4.04 ms, squeeze-excite
+ * 4.16 -> 3.88 ms, the whole forward 57.3 -> 55.7 ms. */
 static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, int *pn)
 {
     double best = -1;
@@ -546,11 +546,12 @@ static int threads_for(double work, int nt)
     return t < 1 ? 1 : (int)t;
 }
 
-/* ---- k_sgemv: one row ----------------------------------------------------------
- * Batch-1 inference runs the squeeze-excite FCs and the classifier as 1 x N
- * GEMMs with B = W stored [N][K].  The tile path would pack (transpose) all
- * of B for a sixth of a tile's work and keep the call on one thread; reading
- * the weights once, in place, is what this shape is bound by.  Every output
+/* ---- k_sgemv / k_sgemv_rows: one row, or a few ----------------------------------
+ * Inference at batches of 1-8 runs the squeeze-excite FCs and the classifier
+ * as M x N GEMMs with B = W stored [N][K].  The tile path would pack
+ * (transpose) all of B for a sixth of a tile's work or less and keep small
+ * calls on one thread; reading the weights once, in place, is what these
+ * shapes are bound by.  Every output
  * is computed by one task in a fixed order, so the split over threads does
  * not change any bit.  The sums are ordered differently from k_sgemm's, so
  * this is a separate entry point: k_sgemm keeps giving every row of C the
@@ -559,9 +560,9 @@ static int threads_for(double work, int nt)
 /* Outputs per task unit: the squeeze-excite reduction FC has only 32-64
  * outputs, and with 64 per unit it ran on one thread while the other idled. */
 #define GEMV_UNIT 16
-/* Weights per thread below which a second thread costs more than it saves:
- * a row is a stream from memory, ~1 us per 16K floats, against ~1-2 us to
- * hand a task to a polling worker. */
+/* Multiply-adds per thread below which a second thread costs more than it
+ * saves: 16K weights (64 KiB) stream from memory in a few microseconds,
+ * against 1-2 us to hand a task to a polling worker. */
 #define GEMV_MIN_PER_THREAD 16384.0
 
 /* sum_k a[k] * b[k], in 8 interleaved partial sums added pairwise */
