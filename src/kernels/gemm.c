@@ -662,6 +662,12 @@ void k_sgemv_rows(int nt, long M, long N, long K, const float *X, const float *W
     k_par_run(nt < nb ? nt : (int)nb, gemv_fn, &p);
 }
 
+void k_fc_gemm(int nt, long M, long N, long K, const float *X, const float *W, float *Y, const k_epilogue *ep)
+{
+    if (M <= K_GEMV_MAX_ROWS) k_sgemv_rows(nt, M, N, K, X, W, Y, ep);
+    else k_sgemm(nt, 0, 1, M, N, K, 1.0f, X, K, W, K, 0.0f, Y, N, ep);
+}
+
 /* C = beta * C, then the epilogue (alpha == 0 or K == 0), by row ranges. */
 static void scale_only_fn(void *arg, int ith, int nth)
 {

@@ -106,6 +106,11 @@ void k_sgemv(int nt, long N, long K, const float *x, const float *W, float *y, c
  * (transpose) all of W for a few rows of work. */
 #define K_GEMV_MAX_ROWS 8
 void k_sgemv_rows(int nt, long M, long N, long K, const float *X, const float *W, float *Y, const k_epilogue *ep);
+/* Y[M][N] = epilogue(X W^T) for an FC, W stored [N][K], X and Y dense: by
+ * k_sgemv_rows up to K_GEMV_MAX_ROWS rows, by k_sgemm beyond.  M must be the
+ * batch, never a thread's share of it, so that the choice (and the bits)
+ * do not depend on the thread count. */
+void k_fc_gemm(int nt, long M, long N, long K, const float *X, const float *W, float *Y, const k_epilogue *ep);
 #if K_HAVE_X86_PATHS
 /* y[c - c0] = x . W[c] (W rows K floats apart) for c in [c0, c1): k_sgemv's
  * dot products with AVX2 (gemm_avx2.c).  y must not overlap x or W. */

@@ -6,7 +6,8 @@
  * to the threads and combines them afterwards, which reads each thread's
  * rows where the previous layer (split by rows) left them; k_gap_fwd gives
  * each thread whole channels.  Both produce the same bits.  The FC products
- * go through k_sgemm; the bias gradient is a column sum in double. */
+ * go through k_fc_gemm (forward) and k_sgemm; the bias gradient is a column
+ * sum in double. */
 #include <stddef.h>
 
 #include "common.h"
@@ -163,10 +164,7 @@ void k_fc_fwd(int nt, int n, int in, int out, const float *x, const float *W, co
 {
     if (n <= 0 || out <= 0) return;
     k_epilogue ep = {NULL, b, K_ACT_NONE, NULL, 0};
-    /* n is the batch, never a share of it, so choosing by n keeps results
-     * independent of the thread count */
-    if (n <= K_GEMV_MAX_ROWS) k_sgemv_rows(nt, n, out, in, x, W, y, b ? &ep : NULL);
-    else k_sgemm(nt, 0, 1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b ? &ep : NULL);
+    k_fc_gemm(nt, n, out, in, x, W, y, b ? &ep : NULL); /* n is the batch */
 }
 
 void k_fc_bwd(int nt, int n, int in, int out, const float *x, const float *W, const float *dy, float *dx,

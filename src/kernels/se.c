@@ -78,8 +78,7 @@ void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     k_fc_fwd(nt, n, C, S, P, W1, b1, H);
     k_silu_fwd(nt, (long)n * S, H, A);
     k_epilogue ep = {NULL, b2, K_ACT_SIGMOID, NULL, 0};
-    if (n <= K_GEMV_MAX_ROWS) k_sgemv_rows(nt, n, C, S, A, W2, G, &ep); /* small batches */
-    else k_sgemm(nt, 0, 1, n, C, S, 1.0f, A, S, W2, S, 0.0f, G, C, &ep);
+    k_fc_gemm(nt, n, C, S, A, W2, G, &ep);
     scale_job j = {n, C, hw, x, G, NULL, NULL, y};
     k_par_run(se_threads(nt, n, hw, C), scale_fn, &j);
 }
