@@ -3,7 +3,8 @@
  * user threads and nested regions work, a busy competing thread does not
  * make a 2-thread region loop much slower than 1 thread, steady state does
  * not allocate, and a failed pthread_create or a fork() leaves a working
- * (serial) pool.  Kernels at odd thread counts are compared bit for bit
+ * (serial) pool.  env2_steal hands out every unit exactly once, and a late
+ * task's units go to the others.  Kernels at odd thread counts are compared bit for bit
  * with 1 thread. */
 #define _GNU_SOURCE 1 /* mallinfo2 */
 #include <malloc.h>
@@ -100,6 +101,79 @@ static void test_same_as_serial(void)
         CHECK_MSG(memcmp(a.part, b.part, sizeof a.part) == 0, "nv %d differs from serial execution", nv);
     }
     free(x);
+}
+
+/* ---- env2_steal: balanced ranges with stealing ------------------------------------ */
+enum { STEAL_N = 3000 };
+typedef struct steal_job {
+    env2_steal st;
+    long n;
+    atomic_int hits[STEAL_N];
+    atomic_int by[MAXV]; /* units each task took */
+    atomic_int done0;    /* task 0 has returned */
+    int late1;           /* task 1 starts only after task 0 returned */
+} steal_job;
+
+static void steal_fn(void *arg, int v, int nv)
+{
+    steal_job *j = arg;
+    (void)nv;
+    if (j->late1 && v == 1) {
+        double t0 = now_s();
+        while (!atomic_load(&j->done0) && now_s() - t0 < 5.0) sched_yield();
+    }
+    long u;
+    while (env2_steal_next(&j->st, v, &u)) {
+        if (u >= 0 && u < j->n) atomic_fetch_add(&j->hits[u], 1);
+        atomic_fetch_add(&j->by[v], 1);
+        if (u % 64 == 0) sched_yield(); /* let the other tasks interleave */
+    }
+    if (v == 0) atomic_store(&j->done0, 1);
+}
+
+static steal_job *steal_run(long n, int nv, int late1)
+{
+    steal_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->n = n;
+    j->late1 = late1;
+    env2_steal_init(&j->st, n, nv);
+    env2_par_run(nv, steal_fn, j);
+    return j;
+}
+
+static void test_steal(void)
+{
+    static const long ns[] = {0, 1, 5, 17, 100, STEAL_N};
+    static const int nvs[] = {1, 2, 3, 5, ENV2_STEAL_MAX, ENV2_STEAL_MAX + 3, 40};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof nvs / sizeof nvs[0]; b++)
+            for (int rep = 0; rep < 20; rep++) {
+                steal_job *j = steal_run(ns[a], nvs[b], 0);
+                if (!j) continue;
+                int ok = 1, total = 0;
+                for (long u = 0; u < j->n; u++) ok &= atomic_load(&j->hits[u]) == 1;
+                for (int v = 0; v < MAXV; v++) total += atomic_load(&j->by[v]);
+                CHECK_MSG(ok && total == j->n, "steal n %ld nv %d: a unit ran twice or never", ns[a], nvs[b]);
+                free(j);
+                if (!ok) return;
+            }
+    /* one task alone takes its own range in order, then the others' from the back */
+    env2_steal st;
+    env2_steal_init(&st, 10, 3); /* ranges [0,4) [4,7) [7,10) */
+    static const long want[] = {4, 5, 6, 9, 8, 7, 3, 2, 1, 0};
+    long u;
+    int order_ok = 1;
+    for (int k = 0; k < 10; k++) order_ok &= env2_steal_next(&st, 1, &u) && u == want[k];
+    CHECK_MSG(order_ok && !env2_steal_next(&st, 1, &u) && !env2_steal_next(&st, 0, &u), "steal order of a lone task");
+    /* a task that starts after the others finished finds nothing left: the
+     * units of a late thread are done by the ones that are running */
+    steal_job *j = steal_run(STEAL_N, 2, 1);
+    if (j) {
+        CHECK_EQ_INT(atomic_load(&j->by[0]), STEAL_N);
+        CHECK_EQ_INT(atomic_load(&j->by[1]), 0);
+        free(j);
+    }
 }
 
 /* Kernels at odd thread counts against 1 thread, bit for bit. */
@@ -402,6 +476,7 @@ int main(void)
     CHECK_MSG(in_child(create_fails), "regions with failing pthread_create");
     test_each_once();
     test_same_as_serial();
+    test_steal();
     test_kernels_odd();
     test_two_callers();
     test_nested();

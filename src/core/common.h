@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 
 #include "efficientnetv2.h"
 
@@ -73,6 +74,27 @@ static inline void env2_range(long total, int ith, int nth, long *lo, long *hi)
 typedef void (*env2_par_fn)(void *arg, int v, int nv);
 void env2_par_run(int nv, env2_par_fn fn, void *arg);
 const char *env2_par_backend(void); /* "pool", or "serial" when built with ENV2_NO_THREADS */
+/* Balanced ranges with stealing, for regions whose units of work give the
+ * same bits whichever thread computes them.  Task ith of nth first takes the
+ * units of its own range [env2_range of n] from the front, in order, so that
+ * a thread keeps the rows the layer before left in its cache; once its range
+ * is empty it takes units from the back of the others' ranges.  A late or
+ * slower thread (a worker that was asleep, a vCPU whose sibling is busy)
+ * then costs at most the unit it is running, not the rest of its share.
+ * Each range is one atomic word (front << 32 | back) on its own cache line;
+ * with more than ENV2_STEAL_MAX tasks, tasks share ranges (ith mod the
+ * count).  env2_steal_init runs before the region (the pool's publish makes
+ * it visible); n < 2^31. */
+#define ENV2_STEAL_MAX 16
+typedef struct env2_steal {
+    struct {
+        _Alignas(64) _Atomic uint64_t w;
+    } r[ENV2_STEAL_MAX];
+    int nr;
+} env2_steal;
+void env2_steal_init(env2_steal *st, long n, int nth);
+/* The next unit for task ith into *u; 0 when no unit is left anywhere. */
+int env2_steal_next(env2_steal *st, int ith, long *u);
 /* Test hook: nonzero makes starting a worker thread fail, as pthread_create
  * can; the pool then stops growing and regions run on the threads it has. */
 extern int env2_pool_test_fail_create;

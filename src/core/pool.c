@@ -74,6 +74,38 @@ int env2_max_threads(void)
     return n > 1024 ? 1024 : (int)n;
 }
 
+void env2_steal_init(env2_steal *st, long n, int nth)
+{
+    st->nr = nth < 1 ? 1 : nth > ENV2_STEAL_MAX ? ENV2_STEAL_MAX : nth;
+    for (int i = 0; i < st->nr; i++) {
+        long lo, hi;
+        env2_range(n, i, st->nr, &lo, &hi);
+        atomic_store_explicit(&st->r[i].w, (uint64_t)lo << 32 | (uint64_t)hi, memory_order_relaxed);
+    }
+}
+
+int env2_steal_next(env2_steal *st, int ith, long *u)
+{
+    const int own = ith % st->nr;
+    /* claiming needs no ordering: units touch disjoint data, and the pool's
+     * end of region publishes their results */
+    for (int k = 0; k < st->nr; k++) {
+        const int v = (own + k) % st->nr;
+        uint64_t w = atomic_load_explicit(&st->r[v].w, memory_order_relaxed);
+        for (;;) {
+            uint64_t f = w >> 32, b = w & 0xffffffffu;
+            if (f >= b) break;
+            uint64_t nw = k == 0 ? (f + 1) << 32 | b : f << 32 | (b - 1);
+            if (atomic_compare_exchange_weak_explicit(&st->r[v].w, &w, nw, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                *u = (long)(k == 0 ? f : b - 1);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Set while this thread runs a task, so that a region started from inside
  * a task runs serially instead of waiting on the pool it is part of. */
 static _Thread_local int tl_in_task;

@@ -228,21 +228,22 @@ static void p_bwdw(const k_conv_shape *s, const float *x, const float *dy, float
 
 /* ---- dispatch --------------------------------------------------------------- */
 
+/* Forward and data gradient go by rows, in units of rows with stealing
+ * (env2_steal): every output row is the same sum whichever task computes
+ * it. */
 typedef struct dw_job {
     const k_conv_shape *s;
     const float *a, *w;
     float *out;
     const k_epilogue *ep;
     int path;
+    long rows, unit;
+    env2_steal st;
 } dw_job;
 
-static void fwd_job(void *arg, int ith, int nth)
+static void fwd_rows(const dw_job *j, long lo, long hi)
 {
-    const dw_job *j = arg;
     const k_conv_shape *s = j->s;
-    long lo, hi;
-    env2_range((long)s->n * s->ho, ith, nth, &lo, &hi);
-    if (lo >= hi) return;
 #if K_HAVE_X86_PATHS
     if (j->path == K_SIMD_AVX512) {
         k_dw_fwd_rows_avx512(s, j->a, j->w, j->out, j->ep, lo, hi);
@@ -258,13 +259,26 @@ static void fwd_job(void *arg, int ith, int nth)
     for (long r = lo; r < hi; r++) p_conv_row(&g, r / s->ho, r % s->ho);
 }
 
-static void bwd_data_job(void *arg, int ith, int nth)
+static void bwd_data_rows(const dw_job *j, long lo, long hi);
+
+/* j->rows rows in units of j->unit */
+static void rows_job(void *arg, int ith, int nth, int bwd)
 {
-    const dw_job *j = arg;
+    dw_job *j = arg;
+    long u;
+    (void)nth;
+    while (env2_steal_next(&j->st, ith, &u)) {
+        long lo = u * j->unit, hi = lo + j->unit < j->rows ? lo + j->unit : j->rows;
+        if (bwd) bwd_data_rows(j, lo, hi);
+        else fwd_rows(j, lo, hi);
+    }
+}
+static void fwd_job(void *arg, int ith, int nth) { rows_job(arg, ith, nth, 0); }
+static void bwd_data_job(void *arg, int ith, int nth) { rows_job(arg, ith, nth, 1); }
+
+static void bwd_data_rows(const dw_job *j, long lo, long hi)
+{
     const k_conv_shape *s = j->s;
-    long lo, hi;
-    env2_range((long)s->n * s->h, ith, nth, &lo, &hi);
-    if (lo >= hi) return;
 #if K_HAVE_X86_PATHS
     if (j->path == K_SIMD_AVX512) {
         k_dw_bwd_data_rows_avx512(s, j->a, j->w, j->out, lo, hi);
@@ -318,18 +332,25 @@ static double dw_work(const k_conv_shape *s)
     return (double)s->n * s->ho * s->wo * s->ci * s->kh * s->kw;
 }
 
+static void run_rows(int nt, dw_job *j, k_par_fn fn)
+{
+    j->unit = k_steal_unit(j->rows, nt);
+    env2_steal_init(&j->st, (j->rows + j->unit - 1) / j->unit, nt);
+    k_par_run(nt, fn, j);
+}
+
 void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
 {
     if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
-    dw_job j = {s, x, w, y, ep, simd_path(s)};
-    k_par_run(threads_for(nt, dw_work(s)), fwd_job, &j);
+    dw_job j = {s, x, w, y, ep, simd_path(s), (long)s->n * s->ho, 1, {{{0}}, 0}};
+    run_rows(threads_for(nt, dw_work(s)), &j, fwd_job);
 }
 
 void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx)
 {
     if (s->n <= 0 || s->h <= 0 || s->w <= 0 || s->ci <= 0) return;
-    dw_job j = {s, dy, w, dx, NULL, simd_path(s)};
-    k_par_run(threads_for(nt, dw_work(s)), bwd_data_job, &j);
+    dw_job j = {s, dy, w, dx, NULL, simd_path(s), (long)s->n * s->h, 1, {{{0}}, 0}};
+    run_rows(threads_for(nt, dw_work(s)), &j, bwd_data_job);
 }
 
 void k_dwconv_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw)

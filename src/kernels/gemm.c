@@ -687,20 +687,50 @@ static void scale_only_fn(void *arg, int ith, int nth)
     }
 }
 
-/* Task v of a pm x pn grid of rectangles of MR x NR tiles. */
+/* Task v of a pm x pn grid of rectangles of MR x NR tiles.  A row split
+ * (pn == 1) over several threads cuts each thread's rows into nu units of
+ * urows rows (whole tiles) that the threads steal from each other at the
+ * end (env2_steal).  Every unit sweeps all of B: with weights that stay in
+ * L2 that costs nothing measurable, so those get many units; bigger
+ * weights are read again from L3 by each unit, so those get two. */
 typedef struct gemm_grid {
     const gemm_prob *p;
     long tm, tn;
     int pm, pn;
+    long nu, urows; /* nu == 0: static rectangles */
+    env2_steal st;
 } gemm_grid;
+
+#define STEAL_SMALL_B_BYTES (640L * 1024)
+
+static void grid_plan_steal(gemm_grid *g)
+{
+    const gemm_prob *p = g->p;
+    g->nu = 0;
+    if (g->pn != 1 || g->pm < 2) return;
+    const long MR = p->u->mr, tiles = ((p->M + g->pm - 1) / g->pm + MR - 1) / MR;
+    const long per = (double)p->K * (double)p->N * sizeof(float) <= STEAL_SMALL_B_BYTES ? K_STEAL_UNITS : 2;
+    g->urows = (tiles + per - 1) / per * MR;
+    g->nu = ((p->M + g->pm - 1) / g->pm + g->urows - 1) / g->urows;
+    env2_steal_init(&g->st, g->nu * g->pm, g->pm);
+}
 
 static void gemm_grid_fn(void *arg, int ith, int nth)
 {
-    const gemm_grid *g = arg;
+    gemm_grid *g = arg;
     const gemm_prob *p = g->p;
     const long MR = p->u->mr, NR = p->u->nr;
     long r0, r1, c0, c1;
     (void)nth;
+    if (g->nu) {
+        long u;
+        while (env2_steal_next(&g->st, ith, &u)) {
+            env2_range(p->M, (int)(u / g->nu), g->pm, &r0, &r1);
+            long m0 = r0 + u % g->nu * g->urows;
+            gemm_rect(p, m0, m0 + g->urows < r1 ? m0 + g->urows : r1, 0, p->N);
+        }
+        return;
+    }
     env2_range(g->tn, ith % g->pn, g->pn, &c0, &c1);
     long n1 = c1 * NR;
     n1 = n1 < p->N ? n1 : p->N;
@@ -738,9 +768,14 @@ static void gemm_run(int nt, gemm_prob *p)
     const long MR = p->u->mr, NR = p->u->nr;
     p->ncs = (B_BLOCK_BYTES / (long)sizeof(float) / p->kcs) / NR * NR;
     if (p->ncs < NR) p->ncs = NR;
-    gemm_grid g = {p, (p->M + MR - 1) / MR, (p->N + NR - 1) / NR, 1, 1};
+    gemm_grid g;
+    memset(&g, 0, sizeof g);
+    g.p = p;
+    g.tm = (p->M + MR - 1) / MR;
+    g.tn = (p->N + NR - 1) / NR;
     /* the grid may use fewer than nt rectangles; only those become tasks */
     choose_grid(nt, g.tm, g.tn, p, &g.pm, &g.pn);
+    grid_plan_steal(&g);
     k_par_run(g.pm * g.pn, gemm_grid_fn, &g);
 }
 

@@ -226,6 +226,18 @@ static inline __m256 k_silu_grad256(__m256 x, __m256 dy)
  * depend on (ith, nth) only -- never on which thread runs it. */
 typedef env2_par_fn k_par_fn;
 static inline void k_par_run(int nt, k_par_fn fn, void *arg) { env2_par_run(nt, fn, arg); }
+/* Rows per stealing unit (env2_steal in common.h) for `total` rows over nth
+ * tasks: about K_STEAL_UNITS units per task, so that a slow thread leaves a
+ * sixth of its share or less to the other, and units stay long enough that
+ * claiming them (one atomic each) and their edges (halo rows, a GEMM's B
+ * panels) cost little.  One task takes everything as one unit. */
+enum { K_STEAL_UNITS = 6 };
+static inline long k_steal_unit(long total, int nth)
+{
+    if (nth <= 1) return total < 1 ? 1 : total;
+    long u = total / ((long)nth * K_STEAL_UNITS);
+    return u < 1 ? 1 : u;
+}
 
 /* ---- batch-norm row loops of bn_avx512.c / bn_avx2.c --------------------------
  * bn.c owns the row blocks, threading and the choice of path; these run the

@@ -74,17 +74,18 @@ typedef struct gapc_job {
     long hw, nq;
     const float *x;
     float *part, *y;
+    env2_steal st;
 } gapc_job;
 
-/* Units are (image, chunk of GAP_CHUNK positions): all C channels' float sums
- * of the chunk into part[(i * nq + q) * C ..]. */
+/* Units are (image, chunk of GAP_CHUNK positions), claimed with stealing:
+ * all C channels' float sums of the chunk into part[(i * nq + q) * C ..]. */
 static void gap_chunk_fn(void *arg, int ith, int nth)
 {
-    const gapc_job *j = arg;
+    gapc_job *j = arg;
     const int C = j->C;
-    long lo, hi;
-    env2_range((long)j->n * j->nq, ith, nth, &lo, &hi);
-    for (long u = lo; u < hi; u++) {
+    long u;
+    (void)nth;
+    while (env2_steal_next(&j->st, ith, &u)) {
         long i = u / j->nq, p0 = (u % j->nq) * GAP_CHUNK;
         long p1 = p0 + GAP_CHUNK < j->hw ? p0 + GAP_CHUNK : j->hw;
         float *part = j->part + u * C;
@@ -125,8 +126,9 @@ void k_gap_fwd_ws(int nt, int n, long hw, int C, const float *x, float *y, float
         k_gap_fwd(nt, n, hw, C, x, y);
         return;
     }
-    gapc_job j = {n, C, hw, (hw + GAP_CHUNK - 1) / GAP_CHUNK, x, scratch, y};
+    gapc_job j = {n, C, hw, (hw + GAP_CHUNK - 1) / GAP_CHUNK, x, scratch, y, {{{0}}, 0}};
     int t = (double)n * hw * C < 65536.0 ? 1 : nt;
+    env2_steal_init(&j.st, (long)n * j.nq, t);
     k_par_run(t, gap_chunk_fn, &j);
     k_par_run((double)n * j.nq * C < 65536.0 ? 1 : t, gap_combine_fn, &j);
 }

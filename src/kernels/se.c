@@ -29,18 +29,14 @@ typedef struct scale_job {
     long hw;
     const float *x, *gate, *dy, *dpool;
     float *y;
+    long unit; /* positions per stealing unit */
+    env2_steal st;
 } scale_job;
 
 static int se_threads(int nt, int n, long hw, int C) { return (double)n * hw * C < 65536.0 ? 1 : nt; }
 
-/* y = x * gate (forward) or dx = dy * gate + dpooled / hw (backward). */
-static void scale_fn(void *arg, int ith, int nth)
+static void scale_rows(const scale_job *j, int C, float inv, long lo, long hi)
 {
-    const scale_job *j = arg;
-    const int C = j->C;
-    long lo, hi;
-    env2_range((long)j->n * j->hw, ith, nth, &lo, &hi);
-    const float inv = (float)(1.0 / (double)j->hw);
     for (long r = lo; r < hi; r++) {
         long i = r / j->hw;
         const float *g = j->gate + i * C;
@@ -57,11 +53,36 @@ static void scale_fn(void *arg, int ith, int nth)
     }
 }
 
+/* y = x * gate (forward) or dx = dy * gate + dpooled / hw (backward), by
+ * positions in units with stealing. */
+static void scale_fn(void *arg, int ith, int nth)
+{
+    scale_job *j = arg;
+    const int C = j->C;
+    const long total = (long)j->n * j->hw;
+    const float inv = (float)(1.0 / (double)j->hw);
+    long u;
+    (void)nth;
+    while (env2_steal_next(&j->st, ith, &u)) {
+        long lo = u * j->unit, hi = lo + j->unit < total ? lo + j->unit : total;
+        scale_rows(j, C, inv, lo, hi);
+    }
+}
+
+static void scale_run(int nt, scale_job *j)
+{
+    nt = se_threads(nt, j->n, j->hw, j->C);
+    const long total = (long)j->n * j->hw;
+    j->unit = k_steal_unit(total, nt);
+    env2_steal_init(&j->st, (total + j->unit - 1) / j->unit, nt);
+    k_par_run(nt, scale_fn, j);
+}
+
 void k_se_apply(int nt, int n, long hw, int C, const float *x, const float *gate, float *y)
 {
     if (n <= 0 || C <= 0 || hw <= 0) return;
-    scale_job j = {n, C, hw, x, gate, NULL, NULL, y};
-    k_par_run(se_threads(nt, n, hw, C), scale_fn, &j);
+    scale_job j = {n, C, hw, x, gate, NULL, NULL, y, 0, {{{0}}, 0}};
+    scale_run(nt, &j);
 }
 
 void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
@@ -79,8 +100,8 @@ void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     k_silu_fwd(nt, (long)n * S, H, A);
     k_epilogue ep = {NULL, b2, K_ACT_SIGMOID, NULL, 0};
     k_fc_gemm(nt, n, C, S, A, W2, G, &ep);
-    scale_job j = {n, C, hw, x, G, NULL, NULL, y};
-    k_par_run(se_threads(nt, n, hw, C), scale_fn, &j);
+    scale_job j = {n, C, hw, x, G, NULL, NULL, y, 0, {{{0}}, 0}};
+    scale_run(nt, &j);
 }
 
 typedef struct dgate_job {
@@ -134,8 +155,8 @@ void k_se_bwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     k_silu_bwd(nt, (long)n * S, hid, DA, DA);
     k_fc_bwd(nt, n, C, S, pooled, W1, DA, DP, dW1, db1);
     if (dx) {
-        scale_job j = {n, C, hw, NULL, gate, dy, DP, dx};
-        k_par_run(se_threads(nt, n, hw, C), scale_fn, &j);
+        scale_job j = {n, C, hw, NULL, gate, dy, DP, dx, 0, {{{0}}, 0}};
+        scale_run(nt, &j);
     }
 }
 

@@ -107,6 +107,7 @@ typedef struct wino_job {
     wino_fns f;
     long ntiles, nblk;
     int tbp, cwp, npan, nch, ng, kcs;
+    env2_steal st; /* forward work items */
 } wino_job;
 
 static void wtx_fn(void *arg, int ith, int nth)
@@ -150,19 +151,20 @@ static void direct_tiles(const wino_job *j, long t0, int cnt, int c0, int c1)
     }
 }
 
-/* Work item it = (tile block it / ng, channel group it % ng). */
+/* Work item it = (tile block it / ng, channel group it % ng), claimed with
+ * stealing (env2_steal): a task's own items come in order, so consecutive
+ * channel groups of a block reuse its V. */
 static void wino_fn(void *arg, int ith, int nth)
 {
-    const wino_job *j = arg;
+    wino_job *j = arg;
     const k_conv_shape *s = j->s;
     const int ci = s->ci, MR = j->u->mr, NR = j->u->nr, tbp = j->tbp, cwp = j->cwp, pan_per = cwp / NR;
-    long i0, i1;
-    env2_range(j->nblk * j->ng, ith, nth, &i0, &i1);
-    if (i0 >= i1) return;
+    (void)nth;
     float *V = k_gemm_scratch((size_t)36 * tbp * (ci + cwp));
     float *M = V ? V + (long)36 * tbp * ci : NULL;
     long vblk = -1; /* block whose V is in the buffer */
-    for (long it = i0; it < i1; it++) {
+    long it;
+    while (env2_steal_next(&j->st, ith, &it)) {
         long b = it / j->ng, t0 = b * tbp;
         int g = (int)(it % j->ng), cnt = (int)(j->ntiles - t0 < tbp ? j->ntiles - t0 : tbp);
         int ch0 = (int)((long)g * j->nch / j->ng), ch1 = (int)((long)(g + 1) * j->nch / j->ng);
@@ -241,7 +243,9 @@ void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const floa
     int wt = nt < s->ci ? nt : s->ci;
     k_par_run(wt, wtx_fn, &j);
     long items = j.nblk * j.ng;
-    k_par_run(items < nt ? (int)items : nt, wino_fn, &j);
+    int tasks = items < nt ? (int)items : nt;
+    env2_steal_init(&j.st, items, tasks);
+    k_par_run(tasks, wino_fn, &j);
 }
 
 /* ---- weight gradient --------------------------------------------------------
