@@ -211,9 +211,15 @@ ENV2_API const char *env2_model_last_error(const env2_model *model);
  *  any thread count; opts.winograd = 0 computes those convolutions by the
  *  exact im2col GEMM.
  *
+ *  Memory: the first call at a new (n, h, w) plans and allocates the
+ *  workspace; later calls allocate nothing.  With winograd = 1 the first
+ *  call also allocates the transformed filters of the Winograd layers (4x
+ *  their weights: about 11 MiB for V2-S), which later calls reuse until the
+ *  weights change (a training step, loading, env2_trainer_apply_ema or
+ *  _resume; an EMA evaluation uses other weights and recomputes them);
+ *  if that allocation fails, every call transforms into the workspace.
  *  Errors: ENV2_E_INVALID_ARG (NULL, n/h/w out of range, bad layout),
- *  ENV2_E_NOMEM (workspace for a new shape).  The first call at a new
- *  (n, h, w) plans and allocates the workspace; later calls allocate nothing.
+ *  ENV2_E_NOMEM (workspace for a new shape).
  *  Not thread-safe on one model.  Since 0.1. */
 ENV2_API env2_status env2_forward(env2_model *model, const float *images, int32_t n, int32_t h, int32_t w,
                                   env2_layout layout, float *logits);

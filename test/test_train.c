@@ -10,6 +10,9 @@
 #include "harness.h"
 
 extern long env2_alloc_count; /* internal counter of src/core/common.c */
+/* internal SIMD dispatch (src/kernels/simd.c) */
+int k_simd_level(void);
+int k_simd_force(int level);
 
 static const char *ARCH = "r1_k3_s1_e1_i16_o16_c1 r1_k3_s2_e4_i16_o24_c1 r2_k3_s2_e4_i24_o32_se0.25";
 enum { N = 6, S = 16, K = 4 };
@@ -363,6 +366,99 @@ static void check_ema_restart(void)
     env2_model_destroy(m3);
 }
 
+/* Logits of a new model given the weights `blob` (its Winograd filter
+ * transforms computed from scratch). */
+static int fresh_logits(const void *blob, size_t len, const float *x, float *out)
+{
+    env2_model *f = mk(2);
+    int ok = f && env2_model_load_memory(f, blob, len, 0) == ENV2_OK &&
+             env2_forward(f, x, N, S, S, ENV2_LAYOUT_NCHW, out) == ENV2_OK;
+    env2_model_destroy(f);
+    return ok;
+}
+
+/* Inference keeps the Winograd filter transforms between forwards; every
+ * way the weights change must make the next forward use the new ones: a
+ * training step, EMA evaluation and back, apply_ema, loading weights,
+ * resuming a checkpoint.  Each forward is compared bit for bit with a new
+ * model given the same weights. */
+static void check_kept_transforms(void)
+{
+    float x[N * S * S], got[N * K], want[N * K], first[N * K], avg[N * K];
+    int32_t y[N];
+    batch(55, S, x, y);
+    env2_model *m = mk(2), *other = mk(1);
+    env2_trainer *t = mkt(m, ENV2_OPT_ADAMW, 0.9f);
+    if (!m || !other || !t) {
+        CHECK(0);
+        return;
+    }
+    float *w;
+    size_t len;
+#define SAME_AS_FRESH(what)                                                                                         \
+    do {                                                                                                            \
+        CHECK_EQ_INT(env2_forward(m, x, N, S, S, ENV2_LAYOUT_NCHW, got), ENV2_OK);                                 \
+        get_weights(m, &w, &len);                                                                                   \
+        CHECK_MSG(w && fresh_logits(w, len, x, want) && memcmp(got, want, sizeof got) == 0,                         \
+                  "forward after %s used stale weights", what);                                                     \
+        env2_free(w);                                                                                               \
+    } while (0)
+    {
+        /* a step without EMA (with it, the average's update also counts as a write) */
+        env2_model *keep = m;
+        env2_trainer *t0 = mkt(m = mk(2), ENV2_OPT_SGD, 0);
+        SAME_AS_FRESH("creation");
+        CHECK_EQ_INT(run(t0, 0, 1, NULL), 0);
+        SAME_AS_FRESH("an SGD step");
+        env2_trainer_destroy(t0);
+        env2_model_destroy(m);
+        m = keep;
+    }
+    SAME_AS_FRESH("creation");
+    memcpy(first, got, sizeof first);
+    SAME_AS_FRESH("a second forward");
+    CHECK_EQ_INT(run(t, 0, 1, NULL), 0);
+    SAME_AS_FRESH("a training step");
+    CHECK(memcmp(got, first, sizeof got) != 0);
+    CHECK_EQ_INT(run(t, 1, 3, NULL), 0);
+    CHECK_EQ_INT(env2_trainer_evaluate(t, x, N, S, S, ENV2_LAYOUT_NCHW, 1, avg), ENV2_OK);
+    SAME_AS_FRESH("an EMA evaluation");
+    CHECK(memcmp(got, avg, sizeof got) != 0);
+    CHECK_EQ_INT(env2_trainer_apply_ema(t), ENV2_OK);
+    SAME_AS_FRESH("apply_ema");
+    CHECK(memcmp(got, avg, sizeof got) == 0);
+    char path[] = "/tmp/env2_kept_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    CHECK_EQ_INT(env2_trainer_save(t, path, NULL), ENV2_OK);
+    float saved[N * K];
+    memcpy(saved, got, sizeof saved);
+    CHECK_EQ_INT(run(t, 3, 5, NULL), 0);
+    SAME_AS_FRESH("more steps");
+    CHECK_EQ_INT(env2_trainer_resume(t, path, NULL, 0), ENV2_OK);
+    SAME_AS_FRESH("resume");
+    CHECK(memcmp(got, saved, sizeof got) == 0);
+    remove(path);
+    get_weights(other, &w, &len);
+    CHECK_EQ_INT(w ? env2_model_load_memory(m, w, len, 0) : -1, ENV2_OK);
+    env2_free(w);
+    SAME_AS_FRESH("loading other weights");
+    CHECK(memcmp(got, saved, sizeof got) != 0);
+    /* the kept transform's layout follows the micro-kernel: a forward after
+     * a change of SIMD path must not read one laid out for the other */
+    const int level = k_simd_level();
+    for (int l = level - 1; l >= 0; l--) {
+        CHECK_EQ_INT(k_simd_force(l), l);
+        SAME_AS_FRESH("a change of SIMD path");
+    }
+    k_simd_force(level);
+    SAME_AS_FRESH("the SIMD path restored");
+#undef SAME_AS_FRESH
+    env2_trainer_destroy(t);
+    env2_model_destroy(m);
+    env2_model_destroy(other);
+}
+
 /* keep_activations: backward reading kept layer outputs gives the same bits
  * as recomputing them, at 1 and 2 threads and across size changes; the auto
  * setting keeps them for a small model; the workspace reflects the choice. */
@@ -467,6 +563,7 @@ int main(void)
     check_learning();
     check_determinism_and_resume();
     check_ema_restart();
+    check_kept_transforms();
     check_bad_input();
     check_lr_schedule();
     check_no_alloc();

@@ -114,6 +114,17 @@ int k_wino_ok(const k_conv_shape *s);
 size_t k_wino_workspace(const k_conv_shape *s);
 void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                        float *ws);
+/* The same in two steps, for callers that keep the filter transform while
+ * the weights stay the same (inference): k_wino_weights writes U
+ * (k_wino_workspace() floats) from w [3][3][ci][co]; k_conv2d_fwd_wino_u
+ * runs the convolution with it (and w, which it reads only when the GEMM
+ * buffer cannot be had).  U's layout depends on the micro-kernel and
+ * the SIMD path: a U is valid for as long as k_wino_u_tag() of its shape
+ * returns the value it had when U was written. */
+void k_wino_weights(int nt, const k_conv_shape *s, const float *w, float *U);
+void k_conv2d_fwd_wino_u(int nt, const k_conv_shape *s, const float *x, const float *w, const float *U, float *y,
+                         const k_epilogue *ep);
+unsigned k_wino_u_tag(const k_conv_shape *s);
 /* dw += the weight gradient of a 3x3 stride-1 shape by Winograd (the same
  * F(4x4, 3x3) tiles read backwards); ws holds k_wino_bwd_weight_workspace()
  * floats.  Same accumulation rule as k_conv2d_bwd_weight, results within

@@ -101,7 +101,8 @@ static wino_fns pick_fns(void)
 typedef struct wino_job {
     const k_conv_shape *s;
     const float *x, *w;
-    float *y, *U;
+    float *y, *Uw;  /* U being written (the filter transform) */
+    const float *U; /* U read by the GEMMs */
     const k_epilogue *ep;
     const k_gemm_ukr *u;
     wino_fns f;
@@ -115,7 +116,7 @@ static void wtx_fn(void *arg, int ith, int nth)
     const wino_job *j = arg;
     long k0, k1;
     env2_range(j->s->ci, ith, nth, &k0, &k1);
-    j->f.w(j->w, j->s->ci, j->s->co, j->u->nr, j->npan, (int)k0, (int)k1, j->U);
+    j->f.w(j->w, j->s->ci, j->s->co, j->u->nr, j->npan, (int)k0, (int)k1, j->Uw);
 }
 
 /* Fallback without a scratch buffer: the same outputs by direct summation. */
@@ -207,45 +208,74 @@ static void wino_fn(void *arg, int ith, int nth)
     }
 }
 
-void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
-                       float *ws)
+/* The job of a shape: micro-kernel, U's panel layout, blocks and groups. */
+static void wino_setup(wino_job *j, int nt, const k_conv_shape *s)
+{
+    memset(j, 0, sizeof *j);
+    j->s = s;
+    j->u = k_gemm_pick_ukr(s->co);
+    j->f = pick_fns();
+    const int MR = j->u->mr, NR = j->u->nr;
+    j->npan = (s->co + NR - 1) / NR;
+    j->cwp = WINO_CHUNK >= NR ? WINO_CHUNK / NR * NR : NR;
+    j->nch = (j->npan + j->cwp / NR - 1) / (j->cwp / NR);
+    j->kcs = (int)k_gemm_kc(s->ci);
+    j->tbp = (WINO_TILES + MR - 1) / MR * MR;
+    while (j->tbp > MR && (long)36 * j->tbp * (s->ci + j->cwp) > WINO_BUDGET) j->tbp -= MR;
+    j->ntiles = (long)s->n * ((s->ho + 3) / 4) * ((s->wo + 3) / 4);
+    j->nblk = (j->ntiles + j->tbp - 1) / j->tbp;
+    /* Equal blocks, rounded up to MR: 49 tiles (28 x 28) as 3 x 18 rows
+     * rather than 3 x 24, a third of them zero padding. */
+    long per = (j->ntiles + j->nblk - 1) / j->nblk;
+    j->tbp = (int)((per + MR - 1) / MR * MR);
+    j->nblk = (j->ntiles + j->tbp - 1) / j->tbp;
+    /* Few blocks (small images at batch 1): split the output channels too;
+     * the V of a block is then computed once per channel group. */
+    j->ng = 1;
+    if (j->nblk < 4L * nt) j->ng = nt < j->nch ? nt : j->nch;
+}
+
+unsigned k_wino_u_tag(const k_conv_shape *s)
+{
+    const k_gemm_ukr *u = k_gemm_pick_ukr(s->co);
+    return (unsigned)u->nr << 8 | (unsigned)(k_simd_level() & 0xf) << 4 | (unsigned)(k_wino_test_level + 1);
+}
+
+void k_wino_weights(int nt, const k_conv_shape *s, const float *w, float *U)
+{
+    if (!k_wino_ok(s)) return;
+    if (nt < 1) nt = 1;
+    wino_job j;
+    wino_setup(&j, 1, s);
+    j.w = w;
+    j.Uw = U;
+    k_par_run(nt < s->ci ? nt : s->ci, wtx_fn, &j);
+}
+
+void k_conv2d_fwd_wino_u(int nt, const k_conv_shape *s, const float *x, const float *w, const float *U, float *y,
+                         const k_epilogue *ep)
 {
     if (!k_wino_ok(s) || s->n <= 0) return;
     if (nt < 1) nt = 1;
     wino_job j;
-    memset(&j, 0, sizeof j);
-    j.s = s;
+    wino_setup(&j, nt, s);
     j.x = x;
-    j.w = w;
+    j.w = w; /* for direct_tiles */
     j.y = y;
-    j.U = ws;
+    j.U = U;
     j.ep = ep;
-    j.u = k_gemm_pick_ukr(s->co);
-    j.f = pick_fns();
-    const int MR = j.u->mr, NR = j.u->nr;
-    j.npan = (s->co + NR - 1) / NR;
-    j.cwp = WINO_CHUNK >= NR ? WINO_CHUNK / NR * NR : NR;
-    j.nch = (j.npan + j.cwp / NR - 1) / (j.cwp / NR);
-    j.kcs = (int)k_gemm_kc(s->ci);
-    j.tbp = (WINO_TILES + MR - 1) / MR * MR;
-    while (j.tbp > MR && (long)36 * j.tbp * (s->ci + j.cwp) > WINO_BUDGET) j.tbp -= MR;
-    j.ntiles = (long)s->n * ((s->ho + 3) / 4) * ((s->wo + 3) / 4);
-    j.nblk = (j.ntiles + j.tbp - 1) / j.tbp;
-    /* Equal blocks, rounded up to MR: 49 tiles (28 x 28) as 3 x 18 rows
-     * rather than 3 x 24, a third of them zero padding. */
-    long per = (j.ntiles + j.nblk - 1) / j.nblk;
-    j.tbp = (int)((per + MR - 1) / MR * MR);
-    j.nblk = (j.ntiles + j.tbp - 1) / j.tbp;
-    /* Few blocks (small images at batch 1): split the output channels too;
-     * the V of a block is then computed once per channel group. */
-    j.ng = 1;
-    if (j.nblk < 4L * nt) j.ng = nt < j.nch ? nt : j.nch;
-    int wt = nt < s->ci ? nt : s->ci;
-    k_par_run(wt, wtx_fn, &j);
     long items = j.nblk * j.ng;
     int tasks = items < nt ? (int)items : nt;
     env2_steal_init(&j.st, items, tasks);
     k_par_run(tasks, wino_fn, &j);
+}
+
+void k_conv2d_fwd_wino(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                       float *ws)
+{
+    if (!k_wino_ok(s) || s->n <= 0) return;
+    k_wino_weights(nt, s, w, ws);
+    k_conv2d_fwd_wino_u(nt, s, x, w, ws, y, ep);
 }
 
 /* ---- weight gradient --------------------------------------------------------

@@ -18,6 +18,12 @@ static void conv_shape(const env2_model *m, const convbn *c, int n, int h, int w
     k_conv_shape_init(s, n, h, w, c->ci, c->co, c->k, c->stride, m->padding == ENV2_PAD_SAME);
 }
 
+/* Runs by Winograd at inference (k_wino_ok holds for any input size). */
+static int is_wino(const env2_model *m, const convbn *c)
+{
+    return m->winograd && c->kind == T_CONV && c->k == 3 && c->stride == 1;
+}
+
 static void plan_conv(const env2_model *m, const convbn *c, int n, int *h, int *w, infer_plan *p, int nt)
 {
     k_conv_shape s;
@@ -26,7 +32,9 @@ static void plan_conv(const env2_model *m, const convbn *c, int n, int *h, int *
     if (out > p->act) p->act = out;
     if (c->kind == T_CONV) {
         size_t ws = k_conv2d_workspace(&s, nt);
-        if (m->winograd && k_wino_ok(&s) && k_wino_workspace(&s) > ws) ws = k_wino_workspace(&s);
+        /* the filter transform goes into the workspace only when the model
+         * could not keep it */
+        if (is_wino(m, c) && m->wino_layers < 0 && k_wino_workspace(&s) > ws) ws = k_wino_workspace(&s);
         if (ws > p->conv_ws) p->conv_ws = ws;
     }
     *h = s.ho;
@@ -48,6 +56,73 @@ static void make_plan(const env2_model *m, int n, int h, int w, infer_plan *p, i
     plan_conv(m, &m->head, n, &h, &w, p, nt);
 }
 
+/* The i-th convolution in network order (the stem, the blocks', the head),
+ * NULL past the last. */
+static convbn *conv_at(env2_model *m, int i)
+{
+    if (i == 0) return &m->stem;
+    i--;
+    for (int b = 0; b < m->nblocks; b++) {
+        if (i < m->blocks[b].ncb) return &m->blocks[b].cb[i];
+        i -= m->blocks[b].ncb;
+    }
+    return i == 0 ? &m->head : NULL;
+}
+
+/* Brings the kept Winograd filter transforms up to date with `params`:
+ * allocates them at the first call and recomputes a layer's when the
+ * weights, the buffer or the layer's k_wino_u_tag changed.  If the
+ * allocation fails, wino_layers = -1 and the forward transforms into its
+ * workspace at every call instead, as training does. */
+static void wino_refresh(env2_model *m, const float *params, int nt)
+{
+    if (!m->winograd || m->wino_layers < 0) return;
+    k_conv_shape s;
+    convbn *c;
+    if (!m->wino_u) {
+        size_t total = 0;
+        int nl = 0;
+        for (int i = 0; (c = conv_at(m, i)); i++) {
+            c->wino_u = -1;
+            if (!is_wino(m, c)) continue;
+            conv_shape(m, c, 1, 8, 8, &s);
+            c->wino_u = (long)total;
+            total += (k_wino_workspace(&s) + 15) & ~(size_t)15;
+            nl++;
+        }
+        if (!nl) {
+            m->wino_layers = -1;
+            return;
+        }
+        m->wino_u = env2_aligned_alloc(total * sizeof(float));
+        m->wino_tag = env2_calloc((size_t)nl, sizeof *m->wino_tag);
+        if (!m->wino_u || !m->wino_tag) {
+            env2_aligned_free(m->wino_u);
+            env2_free(m->wino_tag);
+            m->wino_u = NULL;
+            m->wino_tag = NULL;
+            m->wino_layers = -1;
+            m->ws_n = 0; /* replan: the workspace holds the transform now */
+            return;
+        }
+        m->wino_layers = nl;
+        m->wino_params = NULL;
+    }
+    const int stale = m->wino_params != params || m->wino_version != m->params_version;
+    for (int i = 0, l = 0; (c = conv_at(m, i)); i++) {
+        if (!is_wino(m, c)) continue;
+        conv_shape(m, c, 1, 8, 8, &s);
+        unsigned tag = k_wino_u_tag(&s);
+        if (stale || m->wino_tag[l] != tag) {
+            k_wino_weights(nt, &s, params + c->w, m->wino_u + c->wino_u);
+            m->wino_tag[l] = tag;
+        }
+        l++;
+    }
+    m->wino_params = params;
+    m->wino_version = m->params_version;
+}
+
 static void run_conv(const env2_model *m, const float *params, const convbn *c, int nt, int n, int *h, int *w,
                      const float *x, float *y, const float *residual, float *ws)
 {
@@ -58,7 +133,9 @@ static void run_conv(const env2_model *m, const float *params, const convbn *c, 
     if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep));
     else if (c->k == 1 && c->stride == 1)
         PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
-    else if (m->winograd && k_wino_ok(&s))
+    else if (is_wino(m, c) && m->wino_layers > 0)
+        PROF_CONV(PROF_WINO, &s, 0, 1, k_conv2d_fwd_wino_u(nt, &s, x, params + c->w, m->wino_u + c->wino_u, y, &ep));
+    else if (is_wino(m, c))
         PROF_CONV(PROF_WINO, &s, 0, 1, k_conv2d_fwd_wino(nt, &s, x, params + c->w, y, &ep, ws));
     else PROF_CONV(k_conv2d_direct(&s) ? PROF_CONVSMALL : PROF_CONVKXK, &s, 0, 1,
                    k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
@@ -70,6 +147,7 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
                                int w, float *logits, env2_err *e)
 {
     int nt = model_threads(m);
+    wino_refresh(m, params, nt);
     if (m->ws_n != n || m->ws_h != h || m->ws_w != w || !m->ws) {
         infer_plan p;
         make_plan(m, n, h, w, &p, nt);

@@ -185,6 +185,8 @@ void model_free_contents(env2_model *m)
     env2_aligned_free(m->bnfold);
     env2_aligned_free(m->ws);
     env2_aligned_free(m->inbuf);
+    env2_aligned_free(m->wino_u);
+    env2_free(m->wino_tag);
 }
 
 /* torchvision: kaiming_normal_(mode="fan_out") for every Conv2d (depthwise
@@ -221,6 +223,7 @@ void model_init_weights(env2_model *m)
         }
     }
     memset(m->bn_tracked, 0, (size_t)m->nbn * sizeof(int64_t));
+    model_params_changed(m);
 }
 
 /* Internal layouts: dense conv HWIO, depthwise [kh][kw][c]; the rest as torch.

@@ -63,6 +63,7 @@ typedef struct convbn {
     size_t w, gamma, beta;     /* offsets into params */
     size_t mean, var;          /* offsets into stats */
     int bn_index;              /* index among BN layers (num_batches_tracked) */
+    long wino_u;               /* offset of its filter transform in model.wino_u; -1: none */
 } convbn;
 
 typedef struct block_def {
@@ -103,6 +104,17 @@ struct env2_model {
     float *ws;
     size_t ws_floats, ws_act, ws_conv, ws_se;
     float *bnfold;            /* per-BN scale/shift, refolded at every forward (cheap) */
+    /* Inference keeps the Winograd filter transforms (convbn.wino_u) while
+     * the weights they came from stay the same: wino_params is the buffer
+     * they were computed from, wino_version the params_version then, and
+     * wino_tag each layer's k_wino_u_tag.  Every write to the weights or to
+     * a trainer's EMA copy calls model_params_changed. */
+    uint64_t params_version;
+    float *wino_u;
+    unsigned *wino_tag;
+    int wino_layers;          /* -1: the cache could not be allocated */
+    const float *wino_params;
+    uint64_t wino_version;
     float *inbuf;             /* NCHW -> NHWC conversion of the input */
     size_t in_floats;
 
@@ -147,6 +159,9 @@ void tensor_to_torch(const env2_model *m, const tensor_def *t, const float *inte
 void tensor_from_torch(const env2_model *m, const tensor_def *t, const float *torch, float *internal);
 
 int model_threads(const env2_model *m);
+
+/* The weights (the model's or a trainer's EMA copy) were written. */
+static inline void model_params_changed(env2_model *m) { m->params_version++; }
 
 /* API helpers shared with the trainer (src/api/api.c) */
 env2_status api_check_images(env2_model *m, const float *images, int32_t n, int32_t h, int32_t w, env2_layout layout,

@@ -132,6 +132,7 @@ env2_status model_load_st(env2_model *m, const void *data, size_t len, uint32_t 
         bn++;
     }
     memcpy(m->params, np, m->nparams * sizeof(float));
+    model_params_changed(m);
     memcpy(m->stats, ns, m->nstats * sizeof(float));
     memcpy(m->bn_tracked, tracked, (size_t)m->nbn * sizeof(int64_t));
 done:

@@ -68,6 +68,7 @@ static void ema_reset(env2_trainer *t)
 {
     memcpy(t->ema_p, t->m->params, t->m->nparams * sizeof(float));
     memcpy(t->ema_s, t->m->stats, t->m->nstats * sizeof(float));
+    model_params_changed(t->m);
     t->ema_start = t->step;
 }
 
@@ -413,6 +414,7 @@ static void optimizer_update(env2_trainer *t, double lr, float gscale)
         j.sq_bc2 = sqrtf(bc2);
     }
     if (j.kind != ENV2_OPT_SGD && j.kind != ENV2_OPT_RMSPROP_TF && j.kind != ENV2_OPT_ADAMW) return;
+    model_params_changed(m);
     env2_par_run(model_threads(m), opt_fn, &j);
 }
 
@@ -446,6 +448,7 @@ static void ema_update(env2_trainer *t)
     if (d > t->o.ema_decay) d = t->o.ema_decay;
     float df = (float)d, omd = (float)(1.0 - d);
     for (size_t i = 0; i < m->nparams; i++) t->ema_p[i] = df * t->ema_p[i] + omd * m->params[i];
+    model_params_changed(m);
     for (size_t i = 0; i < m->nstats; i++) t->ema_s[i] = df * t->ema_s[i] + omd * m->stats[i];
 }
 
@@ -499,6 +502,7 @@ ENV2_API env2_status env2_trainer_apply_ema(env2_trainer *t)
     if (!t->ema_p) return fail_t(t, ENV2_E_STATE, "EMA is off (ema_decay = 0)");
     memcpy(t->m->params, t->ema_p, t->m->nparams * sizeof(float));
     memcpy(t->m->stats, t->ema_s, t->m->nstats * sizeof(float));
+    model_params_changed(t->m);
     return ENV2_OK;
 }
 
@@ -703,6 +707,7 @@ ENV2_API env2_status env2_trainer_resume(env2_trainer *t, const char *path, char
     if ((q = strstr(tr, "\"weight_decay\": "))) wd = atof(q + 16);
     /* everything read and checked: commit */
     memcpy(m->params, p, np * sizeof(float));
+    model_params_changed(m);
     memcpy(m->stats, st, ns * sizeof(float));
     memcpy(m->bn_tracked, tracked, (size_t)m->nbn * sizeof(int64_t));
     memcpy(t->s1, s1, np * sizeof(float));
