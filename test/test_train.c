@@ -10,6 +10,7 @@
 #include "harness.h"
 
 extern long env2_alloc_count; /* internal counter of src/core/common.c */
+extern long env2_fail_alloc_after; /* its fault injection */
 /* internal SIMD dispatch (src/kernels/simd.c) */
 int k_simd_level(void);
 int k_simd_force(int level);
@@ -388,7 +389,7 @@ static void check_kept_transforms(void)
     int32_t y[N];
     batch(55, S, x, y);
     env2_model *m = mk(2), *other = mk(1);
-    env2_trainer *t = mkt(m, ENV2_OPT_ADAMW, 0.9f);
+    env2_trainer *t = mkt(m, ENV2_OPT_ADAMW, 0.9f), *t0 = NULL;
     if (!m || !other || !t) {
         CHECK(0);
         return;
@@ -406,7 +407,7 @@ static void check_kept_transforms(void)
     {
         /* a step without EMA (with it, the average's update also counts as a write) */
         env2_model *keep = m;
-        env2_trainer *t0 = mkt(m = mk(2), ENV2_OPT_SGD, 0);
+        t0 = mkt(m = mk(2), ENV2_OPT_SGD, 0);
         SAME_AS_FRESH("creation");
         CHECK_EQ_INT(run(t0, 0, 1, NULL), 0);
         SAME_AS_FRESH("an SGD step");
@@ -453,6 +454,24 @@ static void check_kept_transforms(void)
     }
     k_simd_force(level);
     SAME_AS_FRESH("the SIMD path restored");
+    /* kept transforms that cannot be allocated: the first forward fails
+     * cleanly (its workspace cannot be had either), the next ones transform
+     * into the workspace and give the same logits as a model that keeps them */
+    {
+        env2_model *keep = m;
+        m = mk(2);
+        env2_fail_alloc_after = 0;
+        /* NHWC (one channel: the same floats) allocates no input buffer, so
+         * the first allocation that fails is the transforms' */
+        CHECK_EQ_INT(m ? env2_forward(m, x, N, S, S, ENV2_LAYOUT_NHWC, got) : -1, ENV2_E_NOMEM);
+        env2_fail_alloc_after = -1;
+        SAME_AS_FRESH("a failed allocation of the transforms");
+        CHECK_EQ_INT(run(t0 = mkt(m, ENV2_OPT_SGD, 0), 0, 1, NULL), 0);
+        SAME_AS_FRESH("a step without kept transforms");
+        env2_trainer_destroy(t0);
+        env2_model_destroy(m);
+        m = keep;
+    }
 #undef SAME_AS_FRESH
     env2_trainer_destroy(t);
     env2_model_destroy(m);
