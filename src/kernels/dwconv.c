@@ -265,10 +265,9 @@ static void bwd_data_rows(const dw_job *j, long lo, long hi);
 static void rows_job(void *arg, int ith, int nth, int bwd)
 {
     dw_job *j = arg;
-    long u;
+    long lo, hi;
     (void)nth;
-    while (env2_steal_next(&j->st, ith, &u)) {
-        long lo = u * j->unit, hi = lo + j->unit < j->rows ? lo + j->unit : j->rows;
+    while (k_steal_rows_next(&j->st, ith, j->unit, j->rows, &lo, &hi)) {
         if (bwd) bwd_data_rows(j, lo, hi);
         else fwd_rows(j, lo, hi);
     }
@@ -334,8 +333,7 @@ static double dw_work(const k_conv_shape *s)
 
 static void run_rows(int nt, dw_job *j, k_par_fn fn)
 {
-    j->unit = k_steal_unit(j->rows, nt);
-    env2_steal_init(&j->st, (j->rows + j->unit - 1) / j->unit, nt);
+    j->unit = k_steal_rows_init(&j->st, j->rows, nt);
     k_par_run(nt, fn, j);
 }
 

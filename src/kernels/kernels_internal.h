@@ -226,17 +226,28 @@ static inline __m256 k_silu_grad256(__m256 x, __m256 dy)
  * depend on (ith, nth) only -- never on which thread runs it. */
 typedef env2_par_fn k_par_fn;
 static inline void k_par_run(int nt, k_par_fn fn, void *arg) { env2_par_run(nt, fn, arg); }
-/* Rows per stealing unit (env2_steal in common.h) for `total` rows over nth
- * tasks: about K_STEAL_UNITS units per task, so that a slow thread leaves a
+/* Rows [0, total) handed out with stealing (env2_steal in common.h) in units
+ * of about total / (nth * K_STEAL_UNITS) rows, so that a slow thread leaves a
  * sixth of its share or less to the other, and units stay long enough that
  * claiming them (one atomic each) and their edges (halo rows, a GEMM's B
- * panels) cost little.  One task takes everything as one unit. */
+ * panels) cost little.  One task takes everything as one unit.
+ * k_steal_rows_init returns the unit; k_steal_rows_next gives task ith its
+ * next rows [*lo, *hi), 0 when none are left. */
 enum { K_STEAL_UNITS = 6 };
-static inline long k_steal_unit(long total, int nth)
+static inline long k_steal_rows_init(env2_steal *st, long total, int nth)
 {
-    if (nth <= 1) return total < 1 ? 1 : total;
-    long u = total / ((long)nth * K_STEAL_UNITS);
-    return u < 1 ? 1 : u;
+    long u = nth > 1 ? total / ((long)nth * K_STEAL_UNITS) : total;
+    if (u < 1) u = 1;
+    env2_steal_init(st, (total + u - 1) / u, nth);
+    return u;
+}
+static inline int k_steal_rows_next(env2_steal *st, int ith, long unit, long total, long *lo, long *hi)
+{
+    long u;
+    if (!env2_steal_next(st, ith, &u)) return 0;
+    *lo = u * unit;
+    *hi = *lo + unit < total ? *lo + unit : total;
+    return 1;
 }
 
 /* ---- batch-norm row loops of bn_avx512.c / bn_avx2.c --------------------------

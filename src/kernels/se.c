@@ -59,22 +59,16 @@ static void scale_fn(void *arg, int ith, int nth)
 {
     scale_job *j = arg;
     const int C = j->C;
-    const long total = (long)j->n * j->hw;
     const float inv = (float)(1.0 / (double)j->hw);
-    long u;
+    long lo, hi;
     (void)nth;
-    while (env2_steal_next(&j->st, ith, &u)) {
-        long lo = u * j->unit, hi = lo + j->unit < total ? lo + j->unit : total;
-        scale_rows(j, C, inv, lo, hi);
-    }
+    while (k_steal_rows_next(&j->st, ith, j->unit, (long)j->n * j->hw, &lo, &hi)) scale_rows(j, C, inv, lo, hi);
 }
 
 static void scale_run(int nt, scale_job *j)
 {
     nt = se_threads(nt, j->n, j->hw, j->C);
-    const long total = (long)j->n * j->hw;
-    j->unit = k_steal_unit(total, nt);
-    env2_steal_init(&j->st, (total + j->unit - 1) / j->unit, nt);
+    j->unit = k_steal_rows_init(&j->st, (long)j->n * j->hw, nt);
     k_par_run(nt, scale_fn, j);
 }
 

@@ -78,29 +78,26 @@ static void wino_refresh(env2_model *m, const float *params, int nt)
 {
     if (!m->winograd || m->wino_layers < 0) return;
     k_conv_shape s;
-    convbn *c;
-    if (!m->wino_u) {
+    if (!m->wino) {
         size_t total = 0;
         int nl = 0;
-        for (int i = 0; (c = conv_at(m, i)); i++) {
-            c->wino_u = -1;
-            if (!is_wino(m, c)) continue;
-            conv_shape(m, c, 1, 8, 8, &s);
-            c->wino_u = (long)total;
-            total += (k_wino_workspace(&s) + 15) & ~(size_t)15;
-            nl++;
+        convbn *c;
+        for (int i = 0; (c = conv_at(m, i)); i++) nl += is_wino(m, c);
+        m->wino = nl ? env2_calloc((size_t)nl, sizeof *m->wino) : NULL;
+        if (m->wino) {
+            nl = 0;
+            for (int i = 0; (c = conv_at(m, i)); i++) {
+                if (!is_wino(m, c)) continue;
+                conv_shape(m, c, 1, 8, 8, &s);
+                c->wino_u = (long)total;
+                total += (k_wino_workspace(&s) + 15) & ~(size_t)15;
+                m->wino[nl++].c = c;
+            }
+            m->wino_u = env2_aligned_alloc(total * sizeof(float));
         }
-        if (!nl) {
-            m->wino_layers = -1;
-            return;
-        }
-        m->wino_u = env2_aligned_alloc(total * sizeof(float));
-        m->wino_tag = env2_calloc((size_t)nl, sizeof *m->wino_tag);
-        if (!m->wino_u || !m->wino_tag) {
-            env2_aligned_free(m->wino_u);
-            env2_free(m->wino_tag);
-            m->wino_u = NULL;
-            m->wino_tag = NULL;
+        if (!m->wino || !m->wino_u) {
+            env2_free(m->wino);
+            m->wino = NULL;
             m->wino_layers = -1;
             m->ws_n = 0; /* replan: the workspace holds the transform now */
             return;
@@ -109,15 +106,14 @@ static void wino_refresh(env2_model *m, const float *params, int nt)
         m->wino_params = NULL;
     }
     const int stale = m->wino_params != params || m->wino_version != m->params_version;
-    for (int i = 0, l = 0; (c = conv_at(m, i)); i++) {
-        if (!is_wino(m, c)) continue;
+    for (int l = 0; l < m->wino_layers; l++) {
+        const convbn *c = m->wino[l].c;
         conv_shape(m, c, 1, 8, 8, &s);
         unsigned tag = k_wino_u_tag(&s);
-        if (stale || m->wino_tag[l] != tag) {
+        if (stale || m->wino[l].tag != tag) {
             k_wino_weights(nt, &s, params + c->w, m->wino_u + c->wino_u);
-            m->wino_tag[l] = tag;
+            m->wino[l].tag = tag;
         }
-        l++;
     }
     m->wino_params = params;
     m->wino_version = m->params_version;

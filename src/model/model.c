@@ -186,7 +186,7 @@ void model_free_contents(env2_model *m)
     env2_aligned_free(m->ws);
     env2_aligned_free(m->inbuf);
     env2_aligned_free(m->wino_u);
-    env2_free(m->wino_tag);
+    env2_free(m->wino);
 }
 
 /* torchvision: kaiming_normal_(mode="fan_out") for every Conv2d (depthwise

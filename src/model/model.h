@@ -63,7 +63,7 @@ typedef struct convbn {
     size_t w, gamma, beta;     /* offsets into params */
     size_t mean, var;          /* offsets into stats */
     int bn_index;              /* index among BN layers (num_batches_tracked) */
-    long wino_u;               /* offset of its filter transform in model.wino_u; -1: none */
+    long wino_u;               /* Winograd layers: offset of its kept filter transform in model.wino_u */
 } convbn;
 
 typedef struct block_def {
@@ -107,12 +107,15 @@ struct env2_model {
     /* Inference keeps the Winograd filter transforms (convbn.wino_u) while
      * the weights they came from stay the same: wino_params is the buffer
      * they were computed from, wino_version the params_version then, and
-     * wino_tag each layer's k_wino_u_tag.  Every write to the weights or to
+     * wino[i].tag each layer's k_wino_u_tag.  Every write to the weights or to
      * a trainer's EMA copy calls model_params_changed. */
     uint64_t params_version;
     float *wino_u;
-    unsigned *wino_tag;
-    int wino_layers;          /* -1: the cache could not be allocated */
+    struct wino_kept {
+        const convbn *c;
+        unsigned tag;
+    } *wino;                  /* the Winograd layers, in network order */
+    int wino_layers;          /* -1: none, or they could not be allocated */
     const float *wino_params;
     uint64_t wino_version;
     float *inbuf;             /* NCHW -> NHWC conversion of the input */
