@@ -217,6 +217,8 @@ typedef struct cs_job {
     long rows;  /* forward: output pixels; weight gradient: the chunk's first pixel */
     long R, kcs; /* weight gradient: the chunk's pixels and the GEMM's K block size for them */
     int path;
+    long unit;      /* forward: pixels per stealing unit */
+    env2_steal st;
 } cs_job;
 
 static int cs_threads(int nt, const k_conv_shape *s, long rows)
@@ -225,16 +227,19 @@ static int cs_threads(int nt, const k_conv_shape *s, long rows)
     return nt < 1 || work < 131072.0 ? 1 : nt;
 }
 
+/* Output pixels in units with stealing: each pixel is the same sum
+ * whichever task computes it. */
 static void cs_fwd_fn(void *arg, int ith, int nth)
 {
-    const cs_job *j = arg;
+    cs_job *j = arg;
     long i0, i1;
-    env2_range(j->rows, ith, nth, &i0, &i1);
-    if (i0 >= i1) return;
+    (void)nth;
+    while (k_steal_rows_next(&j->st, ith, j->unit, j->rows, &i0, &i1)) {
 #if K_HAVE_X86_PATHS
-    if (j->path == K_SIMD_AVX512) k_convs_fwd_avx512(j->s, j->x, j->w, j->y, j->ep, i0, i1, cs_gather);
-    else k_convs_fwd_avx2(j->s, j->x, j->w, j->y, j->ep, i0, i1, cs_gather);
+        if (j->path == K_SIMD_AVX512) k_convs_fwd_avx512(j->s, j->x, j->w, j->y, j->ep, i0, i1, cs_gather);
+        else k_convs_fwd_avx2(j->s, j->x, j->w, j->y, j->ep, i0, i1, cs_gather);
 #endif
+    }
 }
 
 static void cs_gather_fn(void *arg, int ith, int nth)
@@ -273,8 +278,10 @@ void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
     }
     int path = small_path(s);
     if (path != K_SIMD_GENERIC) {
-        cs_job j = {s, x, w, NULL, y, NULL, NULL, ep, rows, 0, 0, path};
-        k_par_run(cs_threads(nt, s, rows), cs_fwd_fn, &j);
+        cs_job j = {s, x, w, NULL, y, NULL, NULL, ep, rows, 0, 0, path, 0, {{{0}}, 0}};
+        const int t = cs_threads(nt, s, rows);
+        j.unit = k_steal_rows_init(&j.st, rows, t);
+        k_par_run(t, cs_fwd_fn, &j);
         return;
     }
     col_src src = {s, x};
@@ -462,7 +469,8 @@ void k_conv2d_bwd_weight(int nt, const k_conv_shape *s, const float *x, const fl
         const long L = chunk_lines(s), lines = (long)s->n * s->ho;
         for (long l0 = 0; l0 < lines; l0 += L) {
             long l1 = l0 + L < lines ? l0 + L : lines, R = (l1 - l0) * s->wo;
-            cs_job j = {s, x, NULL, dy + l0 * s->wo * s->co, NULL, ws, dw, NULL, l0 * s->wo, R, k_gemm_kc(R), path};
+            cs_job j = {s, x, NULL, dy + l0 * s->wo * s->co, NULL, ws, dw, NULL, l0 * s->wo, R, k_gemm_kc(R),
+                        path, 0, {{{0}}, 0}};
             k_par_run(cs_threads(nt, s, R), cs_gather_fn, &j);
             k_par_run(cs_threads(nt, s, R), cs_dw_fn, &j);
         }
