@@ -103,7 +103,7 @@ struct env2_model {
     int ws_n, ws_h, ws_w;
     float *ws;
     size_t ws_floats, ws_act, ws_conv, ws_se;
-    float *bnfold;            /* per-BN scale/shift, refolded at every forward (cheap) */
+    float *bnfold;            /* per-BN scale/shift, refolded at every forward (on all threads) */
     /* Inference keeps the Winograd filter transforms (convbn.wino_u) while
      * the weights they came from stay the same: wino_params is the buffer
      * they were computed from, wino_version the params_version then, and
