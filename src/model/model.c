@@ -274,11 +274,11 @@ int model_threads(const env2_model *m)
     return n < 1 ? 1 : n;
 }
 
-/* Folded BN: scale/shift stored at the same offsets as mean/var. */
-/* Every inference forward refolds all BN layers (V2-S: ~100k channels, 0.26
- * ms on one thread, a double square root and division each), so the
- * threads share it: units of REFOLD_UNIT tensors with stealing (env2_steal),
- * each layer folded by whichever task takes it, to the same bits. */
+/* Folded BN: scale/shift stored at the same offsets as mean/var.  Every
+ * inference forward refolds all BN layers (V2-S: ~100k channels, 0.26 ms on
+ * one thread, a double square root and division each), so the threads
+ * share it: units of REFOLD_UNIT tensors with stealing (env2_steal), each
+ * layer folded by the task that takes its mean tensor, to the same bits. */
 enum { REFOLD_UNIT = 16 };
 typedef struct refold_job {
     const env2_model *m;
