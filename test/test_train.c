@@ -425,6 +425,15 @@ static void check_kept_transforms(void)
     CHECK_EQ_INT(env2_trainer_evaluate(t, x, N, S, S, ENV2_LAYOUT_NCHW, 1, avg), ENV2_OK);
     SAME_AS_FRESH("an EMA evaluation");
     CHECK(memcmp(got, avg, sizeof got) != 0);
+    /* restart_ema rewrites the average in place: an EMA evaluation right
+     * before and right after it uses the same buffer */
+    CHECK_EQ_INT(env2_trainer_evaluate(t, x, N, S, S, ENV2_LAYOUT_NCHW, 1, avg), ENV2_OK);
+    CHECK_EQ_INT(env2_trainer_restart_ema(t), ENV2_OK);
+    CHECK_EQ_INT(env2_trainer_evaluate(t, x, N, S, S, ENV2_LAYOUT_NCHW, 1, avg), ENV2_OK);
+    CHECK_EQ_INT(env2_forward(m, x, N, S, S, ENV2_LAYOUT_NCHW, got), ENV2_OK);
+    CHECK_MSG(memcmp(got, avg, sizeof got) == 0, "EMA evaluation after restart_ema used stale weights");
+    CHECK_EQ_INT(run(t, 3, 4, NULL), 0);
+    CHECK_EQ_INT(env2_trainer_evaluate(t, x, N, S, S, ENV2_LAYOUT_NCHW, 1, avg), ENV2_OK);
     CHECK_EQ_INT(env2_trainer_apply_ema(t), ENV2_OK);
     SAME_AS_FRESH("apply_ema");
     CHECK(memcmp(got, avg, sizeof got) == 0);
@@ -434,7 +443,7 @@ static void check_kept_transforms(void)
     CHECK_EQ_INT(env2_trainer_save(t, path, NULL), ENV2_OK);
     float saved[N * K];
     memcpy(saved, got, sizeof saved);
-    CHECK_EQ_INT(run(t, 3, 5, NULL), 0);
+    CHECK_EQ_INT(run(t, 4, 6, NULL), 0);
     SAME_AS_FRESH("more steps");
     CHECK_EQ_INT(env2_trainer_resume(t, path, NULL, 0), ENV2_OK);
     SAME_AS_FRESH("resume");
