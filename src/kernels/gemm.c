@@ -726,6 +726,9 @@ static void gemm_grid_fn(void *arg, int ith, int nth)
     long r0, r1, c0, c1;
     (void)nth;
     if (g->nu) {
+        /* a thread's rows: equal row counts (a partial tile each) rather than
+         * whole tiles, so that they are the positions its neighbours' row
+         * splits give it (72 + 72 of 144, not 84 + 60) */
         long u;
         while (env2_steal_next(&g->st, ith, &u)) {
             env2_range(p->M, (int)(u / g->nu), g->pm, &r0, &r1);
@@ -737,14 +740,6 @@ static void gemm_grid_fn(void *arg, int ith, int nth)
     env2_range(g->tn, ith % g->pn, g->pn, &c0, &c1);
     long n1 = c1 * NR;
     n1 = n1 < p->N ? n1 : p->N;
-    if (g->pn == 1) {
-        /* whole rows: equal row counts (a partial tile each) rather than
-         * whole tiles, so that a thread's rows are the positions its
-         * neighbours' row splits give it (72 + 72 of 144, not 84 + 60) */
-        env2_range(p->M, ith, g->pm, &r0, &r1);
-        gemm_rect(p, r0, r1, c0 * NR, n1);
-        return;
-    }
     env2_range(g->tm, ith / g->pn, g->pm, &r0, &r1);
     long m1 = r1 * MR;
     gemm_rect(p, r0 * MR, m1 < p->M ? m1 : p->M, c0 * NR, n1);
