@@ -81,7 +81,7 @@ def t_infer(size, batch, steps, warmup):
 CONFIGS = [
     dict(key="i384", label="V2-S infer bs1 @384, 2 thr", threads=2, ours=s_infer(384, 1, 2, 10, 3),
          torch_infer=t_infer(384, 1, 10, 3), ort=("effv2s_384_b1", 1, 10, 3)),
-    dict(key="i384_1t", label="V2-S infer bs1 @384, 1 thr", threads=1, ours=s_infer(384, 1, 1, 6, 2)),
+    dict(key="i384_1t", label="V2-S infer bs1 @384, 1 thr", threads=1, ours=s_infer(384, 1, 1, 6, 2), pinned=True),
     dict(key="i224", label="V2-S infer bs1 @224, 2 thr", threads=2, ours=s_infer(224, 1, 2, 15, 3),
          torch_infer=t_infer(224, 1, 15, 3), ort=("effv2s_224_b1", 1, 15, 3)),
     dict(key="i224b8", label="V2-S infer bs8 @224, 2 thr", threads=2, ours=s_infer(224, 8, 2, 6, 2),
@@ -242,6 +242,22 @@ def summary(runs):
     return s
 
 
+# Runs argv[2:] on CPU argv[1] only.  The 1-thread row is also run pinned to each of two CPUs: on a
+# shared machine one vCPU can be slower than the other for a while (a busy neighbour on its host
+# core), and two CPUs whose 1-thread times are t_fast and t_slow can at best run 1 + t_fast/t_slow
+# times faster together than the faster one alone.
+PIN = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); os.execv(sys.argv[2], sys.argv[2:])"
+
+
+def pin_cpus():
+    """The first two CPUs this process may run on, or none where there is only one (or no affinity API)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return []
+    return cpus[:2] if len(cpus) >= 2 else []
+
+
 def run_config(c, a, env2, peers):
     """-> {engine: {"name", "summary", "error", "missing"}} for one configuration."""
     engines = []  # (engine key, display name, cmd, cwd, missing reason)
@@ -249,6 +265,9 @@ def run_config(c, a, env2, peers):
         engines.append(("gemm", "ours (k_sgemm)", [env2, "bench"] + c["gemm"], None, None))
     else:
         engines.append(("ours", "ours", [env2, "bench"] + c["ours"], None, None))
+        for cpu in pin_cpus() if c.get("pinned") else []:
+            engines.append(("ours:cpu%d" % cpu, "ours, pinned to CPU %d" % cpu,
+                            [sys.executable, "-c", PIN, str(cpu), env2, "bench"] + c["ours"], None, None))
     if "torch_infer" in c:
         for name, extra in TORCH_INFER_VARIANTS:
             engines.append(("torch:" + name, "PyTorch " + name, [a.python, TORCH_BENCH] + c["torch_infer"] + extra,
@@ -411,8 +430,16 @@ def target_rows(R, peak):
     o2, o1 = ours_of("i384"), ours_of("i384_1t")
     if o2 and o1:
         q = o1["ms"] / o2["ms"]
+        pins = sorted((k, r["summary"]["ms"]) for k, r in R["i384_1t"].items()
+                      if k.startswith("ours:cpu") and r.get("summary"))
+        note = ""
+        if len(pins) == 2:
+            fast, slow = min(t for _, t in pins), max(t for _, t in pins)
+            note = "; 1 thr pinned: %s; these two CPUs bound the speed-up over the faster at %.2f×" % (
+                ", ".join("%s %.1f ms" % (k.split(":")[1].replace("cpu", "CPU "), t) for k, t in pins),
+                1 + fast / slow)
         rows.append([what, "1 thr %.1f ms, 2 thr %.1f ms" % (o1["ms"], o2["ms"]), "—", "—",
-                     "speed-up %.2f×" % q, goal, status(q >= 1.8)])
+                     "speed-up %.2f×%s" % (q, note), goal, status(q >= 1.8)])
     else:
         rows.append([what, failed("i384") if not o2 else failed("i384_1t"), "—", "—", "", goal, "—"])
 
