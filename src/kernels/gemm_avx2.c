@@ -70,16 +70,25 @@ static void write_tile(const k_ukr_args *a, const float *tile, int nv)
 
 #define DECL(r) __m256 c##r##a = _mm256_setzero_ps(), c##r##b = _mm256_setzero_ps();
 #define STORE(r)                                                                                                    \
-    _mm256_store_ps(tile + r * NR, c##r##a);                                                                        \
-    if (nv == 2) _mm256_store_ps(tile + r * NR + 8, c##r##b);
+    if (r < R) {                                                                                                    \
+        _mm256_store_ps(tile + r * NR, c##r##a);                                                                    \
+        if (nv == 2) _mm256_store_ps(tile + r * NR + 8, c##r##b);                                                   \
+    }
 
-K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
+/* R: rows computed (6, or 4 or 2 for a partial tile of at most that many
+ * rows, which would otherwise cost a full one: batch 1 at 224 splits the
+ * 49 positions of the 7x7 layers 25 + 24 between two threads, four tiles
+ * and one row).  Compile-time after inlining; the rows r >= R drop out, and
+ * every output gets the same FMAs in the same order whatever R is. */
+K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const int R)
 {
     ROWS(DECL)
     /* C rows are touched only after the kc loop: fetch them now. */
 #define PREFETCH_C(r)                                                                                               \
-    _mm_prefetch((const char *)(a->C + r * a->ldc), _MM_HINT_T0);                                                   \
-    _mm_prefetch((const char *)(a->C + r * a->ldc + nv * 8 - 1), _MM_HINT_T0);
+    if (r < R) {                                                                                                    \
+        _mm_prefetch((const char *)(a->C + r * a->ldc), _MM_HINT_T0);                                               \
+        _mm_prefetch((const char *)(a->C + r * a->ldc + nv * 8 - 1), _MM_HINT_T0);                                  \
+    }
     ROWS(PREFETCH_C)
 #undef PREFETCH_C
     const float *A = a->A, *B = a->B;
@@ -87,7 +96,7 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
     if (arow) {
         const long lda = a->a_rs;
 #define FMA_ROW(r)                                                                                                  \
-    {                                                                                                               \
+    if (r < R) {                                                                                                    \
         __m256 av = _mm256_broadcast_ss(A + r * lda);                                                               \
         c##r##a = _mm256_fmadd_ps(av, b0, c##r##a);                                                                 \
         if (nv == 2) c##r##b = _mm256_fmadd_ps(av, b1, c##r##b);                                                    \
@@ -103,7 +112,7 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
     } else {
         const long acs = a->a_cs;
 #define FMA_COL(r)                                                                                                  \
-    {                                                                                                               \
+    if (r < R) {                                                                                                    \
         __m256 av = _mm256_broadcast_ss(A + r);                                                                     \
         c##r##a = _mm256_fmadd_ps(av, b0, c##r##a);                                                                 \
         if (nv == 2) c##r##b = _mm256_fmadd_ps(av, b1, c##r##b);                                                    \
@@ -122,10 +131,15 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
      * accumulators; with small kc (1x1 convolutions with K = 24..96) the
      * round trip through the stack tile was a sizeable share of the call.
      * Same finish() on the same values, so the same bits. */
-    if (a->mr == MR && a->nr == nv * 8) {
+    if (a->mr == R && a->nr == nv * 8) {
         float *C = a->C;
         const long ldc = a->ldc;
-#define DIRECT(r)                                                                                                       {                                                                                                                       float *c = C + r * ldc;                                                                                             _mm256_storeu_ps(c, finish(a, c##r##a, c, r, 0, 8));                                                                if (nv == 2) _mm256_storeu_ps(c + 8, finish(a, c##r##b, c + 8, r, 8, 8));                                      }
+#define DIRECT(r)                                                                                                   \
+    if (r < R) {                                                                                                    \
+        float *c = C + r * ldc;                                                                                     \
+        _mm256_storeu_ps(c, finish(a, c##r##a, c, r, 0, 8));                                                        \
+        if (nv == 2) _mm256_storeu_ps(c + 8, finish(a, c##r##b, c + 8, r, 8, 8));                                  \
+    }
         ROWS(DIRECT)
 #undef DIRECT
         return;
@@ -135,21 +149,32 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow)
     write_tile(a, tile, nv);
 }
 
-static void ukr_row2(const k_ukr_args *a) { ukr_body(a, 2, 1); }
-static void ukr_row1(const k_ukr_args *a) { ukr_body(a, 1, 1); }
-static void ukr_col2(const k_ukr_args *a) { ukr_body(a, 2, 0); }
-static void ukr_col1(const k_ukr_args *a) { ukr_body(a, 1, 0); }
+/* One set of entry points per row count R (6, 4, 2). */
+#define UKR_SET(R)                                                                                                  \
+    static void ukr_row2_##R(const k_ukr_args *a) { ukr_body(a, 2, 1, R); }                                         \
+    static void ukr_row1_##R(const k_ukr_args *a) { ukr_body(a, 1, 1, R); }                                         \
+    static void ukr_col2_##R(const k_ukr_args *a) { ukr_body(a, 2, 0, R); }                                         \
+    static void ukr_col1_##R(const k_ukr_args *a) { ukr_body(a, 1, 0, R); }                                         \
+    static void ukr_##R(const k_ukr_args *a)                                                                        \
+    {                                                                                                               \
+        int half = a->nr <= NR / 2;                                                                                 \
+        if (a->a_cs == 1 && a->a_rs != 1) {                                                                         \
+            if (half) ukr_row1_##R(a);                                                                              \
+            else ukr_row2_##R(a);                                                                                   \
+        } else {                                                                                                    \
+            if (half) ukr_col1_##R(a);                                                                              \
+            else ukr_col2_##R(a);                                                                                   \
+        }                                                                                                           \
+    }
+UKR_SET(6)
+UKR_SET(4)
+UKR_SET(2)
 
 static void ukr_avx2(const k_ukr_args *a)
 {
-    int half = a->nr <= NR / 2;
-    if (a->a_cs == 1 && a->a_rs != 1) {
-        if (half) ukr_row1(a);
-        else ukr_row2(a);
-    } else {
-        if (half) ukr_col1(a);
-        else ukr_col2(a);
-    }
+    if (a->mr <= 2) ukr_2(a);
+    else if (a->mr <= 4) ukr_4(a);
+    else ukr_6(a);
 }
 
 /* B is always packed.  Read in place, each k step of a 6x16 tile takes one
