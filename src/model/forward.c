@@ -99,7 +99,9 @@ static void wino_refresh(env2_model *m, const float *params, int nt)
             env2_free(m->wino);
             m->wino = NULL;
             m->wino_layers = -1;
-            m->ws_n = 0; /* replan: the workspace holds the transform now */
+            /* replan: the workspace holds the transforms now (a model with
+             * no Winograd layer has none to hold) */
+            if (nl) m->ws_n = 0;
             return;
         }
         m->wino_layers = nl;
