@@ -602,6 +602,42 @@ static void bench(void)
     }
 }
 
+/* The squeeze-excite gate applied inside the projection's packing: the same
+ * bits as k_se_apply followed by k_conv2d_fwd, for row tiles that straddle
+ * images (hw below and around the 14-row tile), channel counts off the
+ * vector width, any thread count and every SIMD level. */
+static void test_conv_gated(void)
+{
+    static const int cases[][5] = {/* n, h, w, ci, co */
+                                   {1, 1, 1, 1, 1},  {1, 7, 7, 13, 33}, {3, 1, 7, 33, 7},  {2, 13, 1, 40, 17},
+                                   {1, 33, 1, 7, 160}, {5, 1, 1, 19, 48}, {2, 3, 5, 96, 24}, {1, 12, 12, 130, 64}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int *c = cases[ci];
+        k_conv_shape s;
+        k_conv_shape_init(&s, c[0], c[1], c[2], c[3], c[4], 1, 1, 1);
+        long hw = (long)c[1] * c[2], nx = c[0] * hw * c[3], ny = c[0] * hw * c[4];
+        float *x = frandom(nx), *w = frandom((long)c[3] * c[4]), *gate = frandom((long)c[0] * c[3]);
+        float *scale = frandom(c[4]), *bias = frandom(c[4]), *res = frandom(ny);
+        float *xs = falloc(nx), *yr = falloc(ny), *y = falloc(ny);
+        for (int epk = 0; epk < 2; epk++) {
+            k_epilogue ep = {scale, bias, K_ACT_SILU, epk ? res : NULL, c[4]};
+            for (int li = 0; li < nlevels; li++) {
+                k_simd_force(levels[li]);
+                k_se_apply(1, c[0], hw, c[3], x, gate, xs);
+                k_conv2d_fwd(1, &s, xs, w, yr, &ep, NULL);
+                for (int nt = 1; nt <= 2; nt++) {
+                    for (long i = 0; i < ny; i++) y[i] = NAN;
+                    k_conv1x1_gated_fwd(nt, &s, x, gate, w, y, &ep);
+                    CHECK_MSG(same_bits(y, yr, ny), "%s gated 1x1 n=%d %dx%d ci=%d co=%d ep=%d nt=%d",
+                              k_simd_name(levels[li]), c[0], c[1], c[2], c[3], c[4], epk, nt);
+                }
+            }
+        }
+        k_simd_force(99);
+        free(x), free(w), free(gate), free(scale), free(bias), free(res), free(xs), free(yr), free(y);
+    }
+}
+
 int main(void)
 {
     test_rng_state = 0x9E3779B97F4A7C15ull;
@@ -614,6 +650,7 @@ int main(void)
     test_shape_init();
     test_conv_ref_hand();
     test_conv_all();
+    test_conv_gated();
     /* the ENV2_SIMD default and forcing clamp to what the CPU has */
     CHECK(k_simd_force(99) == k_simd_detect());
     CHECK(k_simd_force(K_SIMD_GENERIC) == K_SIMD_GENERIC && k_simd_level() == K_SIMD_GENERIC);

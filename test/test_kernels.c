@@ -692,6 +692,12 @@ static void test_se_case(int n, long hw, int C, int S)
         /* inference form (no saved buffers) gives the same output */
         k_se_fwd(2, n, hw, C, S, x, W1, b1, W2, b2, yi, NULL, NULL, NULL, scratch);
         CHECK(same_bits(yi, y[0], xn));
+        /* the gate alone (inference's fused projection) is the saved gate */
+        float *go = falloc(n * C);
+        ffill(scratch, (long)ns, NAN);
+        k_se_gate(2, n, hw, C, S, x, W1, b1, W2, b2, go, scratch);
+        CHECK_MSG(same_bits(go, gate[0], n * C), "se gate n%d hw%ld C%d S%d level %d", n, hw, C, S, levels[li]);
+        free(go);
         CHECK(same_bits(y[0], y[1], xn) && same_bits(pooled[0], pooled[1], n * C) &&
               same_bits(hid[0], hid[1], n * S) && same_bits(gate[0], gate[1], n * C));
         CHECK(same_bits(dx[0], dx[1], xn) && same_bits(g[0][0], g[1][0], S * C) && same_bits(g[0][1], g[1][1], S) &&

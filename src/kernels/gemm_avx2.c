@@ -324,3 +324,11 @@ void k_gemv_rows_avx2(const float *x, const float *W, long K, long c0, long c1, 
         y[c - c0] = r0;
     }
 }
+
+/* dst = a * b elementwise; see k_vmul_avx512. */
+void k_vmul_avx2(const float *a, const float *b, float *dst, long n)
+{
+    long k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_mul_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k)));
+    for (; k < n; k++) dst[k] = a[k] * b[k];
+}

@@ -206,3 +206,18 @@ static void ukr_avx512(const k_ukr_args *a)
 }
 
 const k_gemm_ukr k_ukr_avx512 = {MR, NR, ukr_avx512, 0};
+
+/* dst = a * b elementwise (the squeeze-excite gate applied while packing a
+ * GEMM panel; k_conv1x1_gated_fwd).  One multiply per element, as the
+ * portable loop, so the same bits. */
+void k_vmul_avx512(const float *a, const float *b, float *dst, long n)
+{
+    long k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm512_storeu_ps(dst + k, _mm512_mul_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k)));
+    if (k < n) {
+        __mmask16 m = col_mask((int)(n - k));
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k));
+        _mm512_mask_storeu_ps(dst + k, m, v);
+    }
+}

@@ -83,6 +83,12 @@ void k_conv_shape_init(k_conv_shape *s, int n, int h, int w, int ci, int co, int
 size_t k_conv2d_workspace(const k_conv_shape *s, int nt);
 void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                   float *ws);
+/* A 1x1 stride-1 convolution of x scaled per image and input channel by
+ * gate [n][ci]: bit for bit k_se_apply(x, gate) followed by k_conv2d_fwd,
+ * without writing the scaled activation (the GEMM scales each A panel as it
+ * packs it).  s must be pointwise (k = 1, stride 1). */
+void k_conv1x1_gated_fwd(int nt, const k_conv_shape *s, const float *x, const float *gate, const float *w, float *y,
+                         const k_epilogue *ep);
 /* dx = conv_transpose(dy, w): overwrites dx [n][h][w][ci].  wino = 1 runs a
  * 3x3 stride-1 shape as a Winograd forward convolution of dy with the taps
  * flipped (k_conv2d_fwd_wino's accuracy, not bit-identical to wino = 0);
@@ -215,6 +221,10 @@ void k_fc_bwd(int nt, int n, int in, int out, const float *x, const float *W, co
 size_t k_se_scratch(int n, long hw, int C, int S);
 void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
               const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch);
+/* Only the gate [n][C] of k_se_fwd (same bits), for a consumer that applies
+ * it itself (k_conv1x1_gated_fwd).  gate must not overlap scratch. */
+void k_se_gate(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
+               const float *W2, const float *b2, float *gate, float *scratch);
 /* y = x * gate with the gate of an earlier k_se_fwd: its y again, bit for bit
  * (training recomputes the SE output instead of storing it). */
 void k_se_apply(int nt, int n, long hw, int C, const float *x, const float *gate, float *y);

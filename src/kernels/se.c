@@ -79,13 +79,11 @@ void k_se_apply(int nt, int n, long hw, int C, const float *x, const float *gate
     scale_run(nt, &j);
 }
 
-void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
-              const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch)
+static void se_gate(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
+                    const float *W2, const float *b2, float *pooled, float *hid, float *G, float *scratch)
 {
-    if (n <= 0 || C <= 0 || S <= 0 || hw <= 0) return;
     size_t nc = pad16((size_t)n * C), ns = pad16((size_t)n * S);
     float *P = pooled ? pooled : scratch;
-    float *G = gate ? gate : scratch + nc;
     float *A = scratch + 2 * nc;
     float *H = hid ? hid : scratch + 2 * nc + ns;
     /* by positions: x comes from the depthwise convolution, split by rows */
@@ -94,8 +92,23 @@ void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     k_silu_fwd(nt, (long)n * S, H, A);
     k_epilogue ep = {NULL, b2, K_ACT_SIGMOID, NULL, 0};
     k_fc_gemm(nt, n, C, S, A, W2, G, &ep);
+}
+
+void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
+              const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch)
+{
+    if (n <= 0 || C <= 0 || S <= 0 || hw <= 0) return;
+    float *G = gate ? gate : scratch + pad16((size_t)n * C);
+    se_gate(nt, n, hw, C, S, x, W1, b1, W2, b2, pooled, hid, G, scratch);
     scale_job j = {n, C, hw, x, G, NULL, NULL, y, 0, {{{0}}, 0}};
     scale_run(nt, &j);
+}
+
+void k_se_gate(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
+               const float *W2, const float *b2, float *gate, float *scratch)
+{
+    if (n <= 0 || C <= 0 || S <= 0 || hw <= 0) return;
+    se_gate(nt, n, hw, C, S, x, W1, b1, W2, b2, NULL, NULL, gate, scratch);
 }
 
 typedef struct dgate_job {

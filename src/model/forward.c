@@ -41,6 +41,12 @@ static void plan_conv(const env2_model *m, const convbn *c, int n, int *h, int *
     *w = s.wo;
 }
 
+static size_t gate_floats(int n, int C) { return ((size_t)n * C + 15) & ~(size_t)15; }
+
+/* The squeeze-excite scaling rides in the projection's A packing when the
+ * projection is a plain 1x1 (always, in EfficientNetV2's MBConv). */
+static int gated_projection(const convbn *c) { return c->kind == T_CONV && c->k == 1 && c->stride == 1; }
+
 static void make_plan(const env2_model *m, int n, int h, int w, infer_plan *p, int nt)
 {
     memset(p, 0, sizeof *p);
@@ -49,7 +55,8 @@ static void make_plan(const env2_model *m, int n, int h, int w, infer_plan *p, i
         const block_def *bl = &m->blocks[b];
         for (int i = 0; i < bl->ncb; i++) plan_conv(m, &bl->cb[i], n, &h, &w, p, nt);
         if (bl->se) {
-            size_t s = k_se_scratch(n, (long)h * w, bl->mid, bl->se);
+            /* the gate, then the SE kernel's own scratch */
+            size_t s = gate_floats(n, bl->mid) + k_se_scratch(n, (long)h * w, bl->mid, bl->se);
             if (s > p->se_ws) p->se_ws = s;
         }
     }
@@ -121,14 +128,17 @@ static void wino_refresh(env2_model *m, const float *params, int nt)
     m->wino_version = m->params_version;
 }
 
+/* gate: non-NULL for a projection that applies the squeeze-excite gate to x
+ * itself (gated_projection(c)). */
 static void run_conv(const env2_model *m, const float *params, const convbn *c, int nt, int n, int *h, int *w,
-                     const float *x, float *y, const float *residual, float *ws)
+                     const float *x, const float *gate, float *y, const float *residual, float *ws)
 {
     k_conv_shape s;
     conv_shape(m, c, n, *h, *w, &s);
     k_epilogue ep = {model_fold_scale(m, c), model_fold_shift(m, c), c->act ? K_ACT_SILU : K_ACT_NONE, residual,
                      c->co};
-    if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep));
+    if (gate) PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv1x1_gated_fwd(nt, &s, x, gate, params + c->w, y, &ep));
+    else if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep));
     else if (c->k == 1 && c->stride == 1)
         PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
     else if (is_wino(m, c) && m->wino_layers > 0)
@@ -172,7 +182,7 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
     float *cws = m->ws + 3 * m->ws_act, *sws = cws + m->ws_conv, *pooled = sws + m->ws_se;
 
     int H = h, W = w, cur = 0;
-    run_conv(m, params, &m->stem, nt, n, &H, &W, x, buf[0], NULL, cws);
+    run_conv(m, params, &m->stem, nt, n, &H, &W, x, NULL, buf[0], NULL, cws);
     for (int b = 0; b < m->nblocks; b++) {
         const block_def *bl = &m->blocks[b];
         float *in = buf[cur], *t1 = buf[(cur + 1) % 3], *t2 = buf[(cur + 2) % 3];
@@ -180,11 +190,11 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
         int oh = H, ow = W, next;
         if (bl->fused) {
             if (bl->ncb == 1) {
-                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, t1, res, cws);
+                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, NULL, t1, res, cws);
                 next = (cur + 1) % 3;
             } else {
-                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, t1, NULL, cws);
-                run_conv(m, params, &bl->cb[1], nt, n, &oh, &ow, t1, t2, res, cws);
+                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, NULL, t1, NULL, cws);
+                run_conv(m, params, &bl->cb[1], nt, n, &oh, &ow, t1, NULL, t2, res, cws);
                 next = (cur + 2) % 3;
             }
         } else {
@@ -192,22 +202,30 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
             int i = 0;
             float *a = t1, *bb = t2;
             if (bl->has_expand) {
-                run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, a, NULL, cws);
+                run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, NULL, a, NULL, cws);
                 src = a;
                 a = t2;
                 bb = t1;
             }
-            /* depthwise into a; SE from a into bb; project from bb into a */
-            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, a, NULL, cws);
-            const float *proj_in = a;
-            if (bl->se) {
+            /* depthwise into a; project from a (through the SE gate, or
+             * from SE's output in bb) into the other buffer */
+            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, NULL, a, NULL, cws);
+            const float *proj_in = a, *gate = NULL;
+            const convbn *pj = &bl->cb[i++];
+            if (bl->se && gated_projection(pj)) {
+                float *g = sws;
+                PROF(PROF_SE, k_se_gate(nt, n, (long)oh * ow, bl->mid, bl->se, a, params + bl->se_w1,
+                                        params + bl->se_b1, params + bl->se_w2, params + bl->se_b2, g,
+                                        sws + gate_floats(n, bl->mid)));
+                gate = g;
+            } else if (bl->se) {
                 PROF(PROF_SE, k_se_fwd(nt, n, (long)oh * ow, bl->mid, bl->se, a, params + bl->se_w1,
                                        params + bl->se_b1, params + bl->se_w2, params + bl->se_b2, bb, NULL, NULL,
                                        NULL, sws));
                 proj_in = bb;
             }
             float *out = proj_in == a ? bb : a;
-            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, proj_in, out, res, cws);
+            run_conv(m, params, pj, nt, n, &oh, &ow, proj_in, gate, out, res, cws);
             next = out == t1 ? (cur + 1) % 3 : (cur + 2) % 3;
         }
         cur = next;
@@ -215,7 +233,7 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
         W = ow;
     }
     float *hb = buf[(cur + 1) % 3];
-    run_conv(m, params, &m->head, nt, n, &H, &W, buf[cur], hb, NULL, cws);
+    run_conv(m, params, &m->head, nt, n, &H, &W, buf[cur], NULL, hb, NULL, cws);
     PROF(PROF_HEAD, k_gap_fwd(nt, n, (long)H * W, m->arch.head, hb, pooled);
          k_fc_fwd(nt, n, m->arch.head, m->classes, pooled, params + m->fc_w, params + m->fc_b, logits));
     return ENV2_OK;
