@@ -139,9 +139,12 @@ static void test_dw_hand(void)
 static void test_dw_band(void)
 {
     static const int shp[][4] = {{64, 4, 4, 256}, {3, 5, 5, 384}, {2, 8, 8, 192}, {2, 7, 7, 13},
-                                 {1, 12, 12, 1536}, {2, 10, 9, 33}, {1, 70, 31, 24}, {3, 1, 4, 8}};
+                                 {1, 12, 12, 1536}, {2, 10, 9, 33}, {1, 70, 31, 24}, {3, 1, 4, 8},
+                                 {1, 7, 7, 1000}, {1, 14, 14, 200}};
+    /* batch 1 at 5x5 .. 14x14 with two threads splits by channel blocks
+     * (chans_split), ending in a partial unit and a partial vector at C = 1000 */
     int bad = 0, cases = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 10; i++) {
         const int n = shp[i][0], h = shp[i][1], w = shp[i][2], C = shp[i][3];
         k_conv_shape s;
         k_conv_shape_init(&s, n, h, w, C, C, 3, 1, i % 2);

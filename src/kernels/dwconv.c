@@ -6,7 +6,8 @@
  * shape.
  *
  * Work split, chosen so that results never depend on the thread count:
- *  - forward: output rows (n, oy); each output is computed by one thread;
+ *  - forward: output rows (n, oy), or, for the few rows of small maps at
+ *    batch 1, channel blocks; each output is computed by one thread;
  *  - backward data: input rows (n, iy), gathered (no scatter, no races);
  *  - backward weight: 16-channel blocks; one thread reduces a channel over
  *    all n*ho*wo positions in a fixed order (per output row in float, rows
@@ -26,7 +27,10 @@
     void k_dw_bwd_data_rows_##isa(const k_conv_shape *s, const float *dy, const float *w, float *dx, long r0, \
                                   long r1);                                                                    \
     void k_dw_bwd_weight_##isa(const k_conv_shape *s, const float *x, const float *dy, float *dw, long c0,    \
-                               long c1);
+                               long c1);                                                                       \
+    int k_dw_fwd_band_##isa(const k_conv_shape *s);                                                            \
+    void k_dw_fwd_chans_##isa(const k_conv_shape *s, const float *x, const float *w, float *y,                \
+                              const k_epilogue *ep, long c0, long c1);
 DW_DECLARE(avx512)
 DW_DECLARE(avx2)
 #endif
@@ -337,11 +341,54 @@ static void run_rows(int nt, dw_job *j, k_par_fn fn)
     k_par_run(nt, fn, j);
 }
 
+#if K_HAVE_X86_PATHS
+static void chans_job(void *arg, int ith, int nth)
+{
+    dw_job *j = arg;
+    const long C = j->s->ci;
+    long u;
+    (void)nth;
+    while (env2_steal_next(&j->st, ith, &u)) {
+        long c0 = u * j->unit, c1 = c0 + j->unit < C ? c0 + j->unit : C;
+        if (j->path == K_SIMD_AVX512) k_dw_fwd_chans_avx512(j->s, j->a, j->w, j->out, j->ep, c0, c1);
+        else k_dw_fwd_chans_avx2(j->s, j->a, j->w, j->out, j->ep, c0, c1);
+    }
+}
+
+/* Small maps on the band path with too few rows for row units of three or
+ * more split by channel blocks instead.  A row unit fills a band of its rows
+ * plus two halo rows, so one-row units (batch 1 at 7x7, 12x12, 14x14) copied
+ * three source rows per output row; split by channels, each thread fills
+ * the band once per block, and the depthwise layers at 224 went 1.87 ->
+ * 1.45 ms (2 threads; docs/PERFORMANCE.md, session 19).  The price is that
+ * the layers after (pooling, the projection's packing), which read by
+ * positions, read half of it from the other core; with the squeeze-excite
+ * scaling fused into the projection that costs less than it saves. */
+static int chans_split(int nt, const k_conv_shape *s, int path)
+{
+    if (nt < 2 || (long)s->n * s->ho >= 3L * nt * K_STEAL_UNITS) return 0;
+    if (path == K_SIMD_AVX512) return k_dw_fwd_band_avx512(s);
+    if (path == K_SIMD_AVX2) return k_dw_fwd_band_avx2(s);
+    return 0;
+}
+#endif
+
 void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
 {
     if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
     dw_job j = {s, x, w, y, ep, simd_path(s), (long)s->n * s->ho, 1, {{{0}}, 0}};
-    run_rows(threads_for(nt, dw_work(s)), &j, fwd_job);
+    nt = threads_for(nt, dw_work(s));
+#if K_HAVE_X86_PATHS
+    if (chans_split(nt, s, j.path)) {
+        const long vl = j.path == K_SIMD_AVX512 ? 16 : 8, nb = (s->ci + vl - 1) / vl;
+        long per = nb / ((long)nt * K_STEAL_UNITS);
+        j.unit = (per < 1 ? 1 : per) * vl;
+        env2_steal_init(&j.st, (s->ci + j.unit - 1) / j.unit, nt);
+        k_par_run(nt, chans_job, &j);
+        return;
+    }
+#endif
+    run_rows(nt, &j, fwd_job);
 }
 
 void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx)

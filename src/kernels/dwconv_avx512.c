@@ -547,10 +547,10 @@ AI void band_tile(const geo *g, const float *bp, long WB, const vf *wv, float *o
 }
 
 /* Output rows [oy0, oy1) of image n; the band holds their source rows. */
-static void band_rows(const geo *g, long n, long oy0, long oy1, float *buf)
+static void band_rows(const geo *g, long n, long oy0, long oy1, long c0, long c1, float *buf)
 {
     const long C = g->C, wo = g->wo, WB = wo + 2, nbr = oy1 - oy0 + 2;
-    for (long c = 0; c < C; c += VL) {
+    for (long c = c0; c < c1; c += VL) {
         const int full = c < g->cfull;
         const vmask m = full ? V_FULL : g->tail;
         band_fill(g, n, oy0, nbr, WB, c, m, full, buf);
@@ -575,8 +575,9 @@ static void band_rows(const geo *g, long n, long oy0, long oy1, float *buf)
     }
 }
 
-/* Rows [r0, r1) (n*ho + oy) in bands of whole rows of one image. */
-static void band_conv(const geo *g, long r0, long r1)
+/* Rows [r0, r1) (n*ho + oy) in bands of whole rows of one image, channels
+ * [c0, c1) (c0 a multiple of VL). */
+static void band_conv(const geo *g, long r0, long r1, long c0, long c1)
 {
     vf buf_v[DWS_BUF / VL];
     float *buf = (float *)buf_v;
@@ -585,7 +586,7 @@ static void band_conv(const geo *g, long r0, long r1)
         long n = r / g->ho, oy = r % g->ho, len = g->ho - oy;
         if (len > r1 - r) len = r1 - r;
         if (len > maxr) len = maxr;
-        band_rows(g, n, oy, oy + len, buf);
+        band_rows(g, n, oy, oy + len, c0, c1, buf);
         r += len;
     }
 }
@@ -593,7 +594,7 @@ static void band_conv(const geo *g, long r0, long r1)
 static void conv_rows(const geo *g, long r0, long r1)
 {
     if (use_band(g)) {
-        band_conv(g, r0, r1);
+        band_conv(g, r0, r1, 0, g->C);
         return;
     }
     for (long r = r0; r < r1; r++) {
@@ -644,6 +645,48 @@ void DW_NAME(k_dw_fwd_rows)(const k_conv_shape *s, const float *x, const float *
         g.act = ep->act;
     }
     conv_rows(&g, r0, r1);
+}
+
+/* Whether the forward of s takes the band path (which k_dw_fwd_chans needs). */
+int DW_NAME(k_dw_fwd_band)(const k_conv_shape *s)
+{
+    geo g;
+    geo_init(&g, s);
+    g.hs = s->h;
+    g.ws = s->w;
+    g.wo = s->wo;
+    return use_band(&g);
+}
+
+/* All output rows, channels [c0, c1) (c0 a multiple of the vector width):
+ * for small maps, where a split by rows leaves each thread a row or two and
+ * every row unit refills a 3-row band, threads split the channels instead.
+ * Each output gets the same taps in the same order as from
+ * k_dw_fwd_rows. */
+void DW_NAME(k_dw_fwd_chans)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                             long c0, long c1)
+{
+    geo g;
+    geo_init(&g, s);
+    g.src = x;
+    g.hs = s->h;
+    g.ws = s->w;
+    g.ho = s->ho;
+    g.wo = s->wo;
+    g.pt = s->pad_t;
+    g.pl = s->pad_l;
+    g.wb = w;
+    g.wsy = (long)s->kw * s->ci;
+    g.wsx = s->ci;
+    g.dst = y;
+    if (ep) {
+        g.scale = ep->scale;
+        g.bias = ep->bias;
+        g.res = ep->residual;
+        g.ldr = ep->ldr;
+        g.act = ep->act;
+    }
+    band_conv(&g, 0, (long)s->n * s->ho, c0, c1);
 }
 
 /* Transposed gather for stride > 1: input pixel (iy, ix) collects dy(oy, ox)
