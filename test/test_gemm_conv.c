@@ -170,6 +170,10 @@ static void test_gemm_all(void)
      * activations 11x is split by columns instead (choose_grid) */
     test_gemm_case(61, 700, 400, 0, 0, -0.5f, 0.3f, 3, 2);
     test_gemm_case(45, 1000, 1000, 0, 0, 1.0f, 0.0f, 1, 1);
+    /* batch 1 at 7x7 against weights over 1 MiB (the last stage's expansion
+     * and projection at 224): split by columns whatever the ratio */
+    test_gemm_case(49, 1536, 256, 0, 0, 1.0f, 0.0f, 1, 0);
+    test_gemm_case(49, 256, 1536, 0, 0, 1.0f, 0.0f, 3, 2);
     test_gemm_case(300, 130, 1000, 1, 0, 1.0f, 1.0f, 0, 5);
     test_gemm_case(140, 650, 390, 0, 1, 0.5f, 0.0f, 2, 1);
     test_gemm_case(9, 700, 50, 1, 1, 1.0f, 0.0f, 3, 0);

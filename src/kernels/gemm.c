@@ -505,13 +505,26 @@ static void gemm_rect(const gemm_prob *p, long m0, long m1, long n0, long n1)
  * forward (2 threads, alternating processes; docs/PERFORMANCE.md): at 384
  * the 12x12 and 24x24 expansions, which took columns, now take rows, and
  * the depthwise layers after them went 5.38 -> 4.04 ms, squeeze-excite
- * 4.16 -> 3.88 ms, the whole forward 57.3 -> 55.7 ms. */
+ * 4.16 -> 3.88 ms, the whole forward 57.3 -> 55.7 ms.
+ *
+ * The exception is a few rows against weights over 1 MiB (batch 1 at 7x7:
+ * 49 rows, the 1.5 MB expansion and projection of the last stage).  Split by
+ * rows, each thread streams all of B for two row tiles; by columns, half of
+ * B for all four.  The depthwise layer after an expansion splits such maps by
+ * channel blocks (dwconv.c), the same halves, so it reads what its own core
+ * wrote.  At 224, 2 threads, 12 alternating runs: 22.71 -> 22.24 ms (1x1
+ * GEMMs 12.33 -> 11.96; docs/PERFORMANCE.md, session 19). */
 static void choose_grid(int nth, long tm, long tn, const gemm_prob *p, int *pm, int *pn)
 {
     double best = -1;
     *pm = 1;
     *pn = 1;
     const double act = (double)p->M * (double)(p->K + p->N), wts = (double)p->K * (double)p->N;
+    if (!p->ta && !p->tb && nth >= 2 && p->M <= 32L * nth && wts * sizeof(float) > 1024.0 * 1024 &&
+        tn >= 2L * nth) {
+        *pn = nth;
+        return;
+    }
     if (!p->ta && !p->tb && tm >= 2L * nth && wts <= 8.0 * act) {
         *pm = nth;
         return;
