@@ -359,8 +359,8 @@ static void chans_job(void *arg, int ith, int nth)
  * more split by channel blocks instead.  A row unit fills a band of its rows
  * plus two halo rows, so one-row units (batch 1 at 7x7, 12x12, 14x14) copied
  * three source rows per output row; split by channels, each thread fills
- * the band once per block, and the depthwise layers at 224 went 1.87 ->
- * 1.45 ms (2 threads; docs/PERFORMANCE.md, session 19).  The price is that
+ * the band once per block, and the depthwise layers at 224 went 1.39 ->
+ * 1.05 ms (2 threads; docs/PERFORMANCE.md, session 19).  The price is that
  * the layers after (pooling, the projection's packing), which read by
  * positions, read half of it from the other core; with the squeeze-excite
  * scaling fused into the projection that costs less than it saves. */

@@ -617,33 +617,39 @@ static void conv_rows(const geo *g, long r0, long r1)
     }
 }
 
+/* The forward's geometry: x [n][h][w][c] into y, weights [kh][kw][c]. */
+static void geo_fwd(geo *g, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
+{
+    geo_init(g, s);
+    g->src = x;
+    g->hs = s->h;
+    g->ws = s->w;
+    g->ho = s->ho;
+    g->wo = s->wo;
+    g->pt = s->pad_t;
+    g->pl = s->pad_l;
+    g->wb = w;
+    g->wsy = (long)s->kw * s->ci;
+    g->wsx = s->ci;
+    g->dst = y;
+    g->src_n = (long)s->n * s->h * s->w * s->ci;
+    g->dst_n = (long)s->n * s->ho * s->wo * s->ci;
+    if (ep) {
+        g->scale = ep->scale;
+        g->bias = ep->bias;
+        g->res = ep->residual;
+        g->ldr = ep->ldr;
+        g->act = ep->act;
+    }
+}
+
 /* Rows are output rows n*ho + oy.  The caller guarantees kh == kw in {3, 5}
  * and stride in {1, 2}. */
 void DW_NAME(k_dw_fwd_rows)(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
                             long r0, long r1)
 {
     geo g;
-    geo_init(&g, s);
-    g.src = x;
-    g.hs = s->h;
-    g.ws = s->w;
-    g.ho = s->ho;
-    g.wo = s->wo;
-    g.pt = s->pad_t;
-    g.pl = s->pad_l;
-    g.wb = w;
-    g.wsy = (long)s->kw * s->ci;
-    g.wsx = s->ci;
-    g.dst = y;
-    g.src_n = (long)s->n * s->h * s->w * s->ci;
-    g.dst_n = (long)s->n * s->ho * s->wo * s->ci;
-    if (ep) {
-        g.scale = ep->scale;
-        g.bias = ep->bias;
-        g.res = ep->residual;
-        g.ldr = ep->ldr;
-        g.act = ep->act;
-    }
+    geo_fwd(&g, s, x, w, y, ep);
     conv_rows(&g, r0, r1);
 }
 
@@ -651,10 +657,7 @@ void DW_NAME(k_dw_fwd_rows)(const k_conv_shape *s, const float *x, const float *
 int DW_NAME(k_dw_fwd_band)(const k_conv_shape *s)
 {
     geo g;
-    geo_init(&g, s);
-    g.hs = s->h;
-    g.ws = s->w;
-    g.wo = s->wo;
+    geo_fwd(&g, s, NULL, NULL, NULL, NULL);
     return use_band(&g);
 }
 
@@ -667,25 +670,7 @@ void DW_NAME(k_dw_fwd_chans)(const k_conv_shape *s, const float *x, const float 
                              long c0, long c1)
 {
     geo g;
-    geo_init(&g, s);
-    g.src = x;
-    g.hs = s->h;
-    g.ws = s->w;
-    g.ho = s->ho;
-    g.wo = s->wo;
-    g.pt = s->pad_t;
-    g.pl = s->pad_l;
-    g.wb = w;
-    g.wsy = (long)s->kw * s->ci;
-    g.wsx = s->ci;
-    g.dst = y;
-    if (ep) {
-        g.scale = ep->scale;
-        g.bias = ep->bias;
-        g.res = ep->residual;
-        g.ldr = ep->ldr;
-        g.act = ep->act;
-    }
+    geo_fwd(&g, s, x, w, y, ep);
     band_conv(&g, 0, (long)s->n * s->ho, c0, c1);
 }
 

@@ -92,12 +92,12 @@ float *k_gemm_scratch(size_t floats);
  * pc .. pc+kc-1 of A row-major into dst (row stride kc).  Convolutions use it
  * to gather im2col panels straight from the input. */
 typedef void (*k_pack_a_fn)(const void *ctx, long i0, int mr, long pc, long kc, float *dst);
+void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void *ctx, const float *B, long ldb,
+                   float beta, float *C, long ldc, const k_epilogue *ep);
 /* dst[0..n) = a * b, one multiply per element (the portable loop's bits);
  * gemm_avx512.c / gemm_avx2.c. */
 void k_vmul_avx512(const float *a, const float *b, float *dst, long n);
 void k_vmul_avx2(const float *a, const float *b, float *dst, long n);
-void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void *ctx, const float *B, long ldb,
-                   float beta, float *C, long ldc, const k_epilogue *ep);
 
 /* y[0..N) = epilogue(W x) for one row x[0..K) and W stored [N][K] (an FC
  * at batch 1).  Faster than k_sgemm with M = 1, but its sums are ordered
