@@ -174,6 +174,9 @@ static void test_gemm_all(void)
      * and projection at 224): split by columns whatever the ratio */
     test_gemm_case(49, 1536, 256, 0, 0, 1.0f, 0.0f, 1, 0);
     test_gemm_case(49, 256, 1536, 0, 0, 1.0f, 0.0f, 3, 2);
+    /* 12x12: by rows, weights over 640 KiB in three N blocks, so the stolen
+     * units are (row unit, N block) pairs (grid_plan_steal) */
+    test_gemm_case(144, 1536, 256, 0, 0, 1.0f, 0.0f, 1, 0);
     test_gemm_case(300, 130, 1000, 1, 0, 1.0f, 1.0f, 0, 5);
     test_gemm_case(140, 650, 390, 0, 1, 0.5f, 0.0f, 2, 1);
     test_gemm_case(9, 700, 50, 1, 1, 1.0f, 0.0f, 3, 0);

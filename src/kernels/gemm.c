@@ -713,6 +713,7 @@ typedef struct gemm_grid {
     long tm, tn;
     int pm, pn;
     long nu, urows; /* nu == 0: static rectangles */
+    long nbj, bcols; /* N blocks per row unit (1, or gemm_rect's blocks of bcols columns) */
     env2_steal st;
 } gemm_grid;
 
@@ -725,10 +726,25 @@ static void grid_plan_steal(gemm_grid *g)
     if (g->pn != 1 || g->pm < 2) return;
     const long MR = p->u->mr, tiles = ((p->M + g->pm - 1) / g->pm + MR - 1) / MR;
     long per = K_STEAL_UNITS;
-    if ((double)p->K * (double)p->N * sizeof(float) > STEAL_SMALL_B_BYTES) per = tiles >= 6 ? 2 : 1;
+    g->nbj = 1;
+    g->bcols = p->N;
+    if ((double)p->K * (double)p->N * sizeof(float) > STEAL_SMALL_B_BYTES) {
+        per = tiles >= 6 ? 2 : 1;
+        /* Weights in several N blocks (the expansions): a unit is one block
+         * for one row unit, and a thread takes its units block by block, so
+         * it reads each B block once for both its row units (a row unit over
+         * all of N read B once per row unit), and the last units left to
+         * steal are a sixth of a thread's work, not half. */
+        long nbj = (p->N + p->ncs - 1) / p->ncs;
+        if (nbj > 1) {
+            const long NR = p->u->nr;
+            g->nbj = nbj;
+            g->bcols = ((p->N + nbj - 1) / nbj + NR - 1) / NR * NR;
+        }
+    }
     g->urows = (tiles + per - 1) / per * MR;
     g->nu = ((p->M + g->pm - 1) / g->pm + g->urows - 1) / g->urows;
-    env2_steal_init(&g->st, g->nu * g->pm, g->pm);
+    env2_steal_init(&g->st, g->nu * g->nbj * g->pm, g->pm);
 }
 
 static void gemm_grid_fn(void *arg, int ith, int nth)
@@ -744,9 +760,10 @@ static void gemm_grid_fn(void *arg, int ith, int nth)
          * splits give it (72 + 72 of 144, not 84 + 60) */
         long u;
         while (env2_steal_next(&g->st, ith, &u)) {
-            env2_range(p->M, (int)(u / g->nu), g->pm, &r0, &r1);
-            long m0 = r0 + u % g->nu * g->urows;
-            gemm_rect(p, m0, m0 + g->urows < r1 ? m0 + g->urows : r1, 0, p->N);
+            const long per = g->nu * g->nbj, l = u % per, jb = l / g->nu;
+            env2_range(p->M, (int)(u / per), g->pm, &r0, &r1);
+            long m0 = r0 + l % g->nu * g->urows, n0 = jb * g->bcols;
+            gemm_rect(p, m0, m0 + g->urows < r1 ? m0 + g->urows : r1, n0, n0 + g->bcols < p->N ? n0 + g->bcols : p->N);
         }
         return;
     }
