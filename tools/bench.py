@@ -248,7 +248,8 @@ def summary(runs):
 # Runs argv[2:] on CPU argv[1] only.  The 1-thread row is also run pinned to each of two CPUs: on a
 # shared machine one vCPU can be slower than the other for a while (a busy neighbour on its host
 # core), and two CPUs whose 1-thread times are t_fast and t_slow can at best run 1 + t_fast/t_slow
-# times faster together than the faster one alone.
+# times faster together than the faster one alone.  Those times are each CPU's speed with the other
+# idle; with both busy they can differ (docs/PERFORMANCE.md, session 19), so the bound is a guide.
 PIN = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); os.execv(sys.argv[2], sys.argv[2:])"
 
 

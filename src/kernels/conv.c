@@ -288,18 +288,10 @@ void k_conv2d_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
     k_sgemm_packa(nt, rows, s->co, (long)s->kh * s->kw * s->ci, gather_panel, &src, w, s->co, 0.0f, y, s->co, ep);
 }
 
-typedef void (*vmul_fn)(const float *a, const float *b, float *dst, long n);
-
-static void vmul_generic(const float *a, const float *b, float *dst, long n)
-{
-    SIMD_LOOP
-    for (long k = 0; k < n; k++) dst[k] = a[k] * b[k];
-}
-
 typedef struct gated_src {
     const float *x, *gate;
     long hw, ci;
-    vmul_fn mul;
+    k_vmul_fn mul;
 } gated_src;
 
 /* The squeeze-excite scaling, done while packing: one multiply per element as
@@ -328,12 +320,7 @@ void k_conv1x1_gated_fwd(int nt, const k_conv_shape *s, const float *x, const fl
 {
     const long hw = (long)s->ho * s->wo, rows = (long)s->n * hw;
     if (rows <= 0 || s->co <= 0) return;
-    gated_src src = {x, gate, hw, s->ci, vmul_generic};
-#if K_HAVE_X86_PATHS
-    int level = k_simd_level();
-    if (level >= K_SIMD_AVX512) src.mul = k_vmul_avx512;
-    else if (level >= K_SIMD_AVX2) src.mul = k_vmul_avx2;
-#endif
+    gated_src src = {x, gate, hw, s->ci, k_vmul_pick()};
     k_sgemm_packa(nt, rows, s->co, s->ci, gated_panel, &src, w, s->co, 0.0f, y, s->co, ep);
 }
 

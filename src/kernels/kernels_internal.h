@@ -94,8 +94,14 @@ float *k_gemm_scratch(size_t floats);
 typedef void (*k_pack_a_fn)(const void *ctx, long i0, int mr, long pc, long kc, float *dst);
 void k_sgemm_packa(int nt, long M, long N, long K, k_pack_a_fn pack, const void *ctx, const float *B, long ldb,
                    float beta, float *C, long ldc, const k_epilogue *ep);
-/* dst[0..n) = a * b, one multiply per element (the portable loop's bits);
- * gemm_avx512.c / gemm_avx2.c. */
+/* dst[0..n) = a * b, one multiply per element, so every path gives the
+ * same bits: the squeeze-excite scaling (se.c) and the projection's packing
+ * of it (conv.c).  The portable loop compiles to the build's baseline (SSE
+ * on x86-64); k_vmul_pick returns the widest path in effect, once per call
+ * of the kernel that uses it.  The x86 paths are in gemm_avx512.c /
+ * gemm_avx2.c. */
+typedef void (*k_vmul_fn)(const float *a, const float *b, float *dst, long n);
+k_vmul_fn k_vmul_pick(void);
 void k_vmul_avx512(const float *a, const float *b, float *dst, long n);
 void k_vmul_avx2(const float *a, const float *b, float *dst, long n);
 

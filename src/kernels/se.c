@@ -29,7 +29,8 @@ typedef struct scale_job {
     long hw;
     const float *x, *gate, *dy, *dpool;
     float *y;
-    long unit; /* positions per stealing unit */
+    k_vmul_fn mul; /* forward: the same multiply as the projection's packing */
+    long unit;     /* positions per stealing unit */
     env2_steal st;
 } scale_job;
 
@@ -46,9 +47,7 @@ static void scale_rows(const scale_job *j, int C, float inv, long lo, long hi)
             SIMD_LOOP
             for (int c = 0; c < C; c++) o[c] = d[c] * g[c] + p[c] * inv;
         } else {
-            const float *xr = j->x + r * C;
-            SIMD_LOOP
-            for (int c = 0; c < C; c++) o[c] = xr[c] * g[c];
+            j->mul(j->x + r * C, g, o, C);
         }
     }
 }
@@ -68,6 +67,7 @@ static void scale_fn(void *arg, int ith, int nth)
 static void scale_run(int nt, scale_job *j)
 {
     nt = se_threads(nt, j->n, j->hw, j->C);
+    j->mul = k_vmul_pick();
     j->unit = k_steal_rows_init(&j->st, (long)j->n * j->hw, nt);
     k_par_run(nt, scale_fn, j);
 }
@@ -75,7 +75,7 @@ static void scale_run(int nt, scale_job *j)
 void k_se_apply(int nt, int n, long hw, int C, const float *x, const float *gate, float *y)
 {
     if (n <= 0 || C <= 0 || hw <= 0) return;
-    scale_job j = {n, C, hw, x, gate, NULL, NULL, y, 0, {{{0}}, 0}};
+    scale_job j = {n, C, hw, x, gate, NULL, NULL, y, NULL, 0, {{{0}}, 0}};
     scale_run(nt, &j);
 }
 
@@ -100,7 +100,7 @@ void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     if (n <= 0 || C <= 0 || S <= 0 || hw <= 0) return;
     float *G = gate ? gate : scratch + pad16((size_t)n * C);
     se_gate(nt, n, hw, C, S, x, W1, b1, W2, b2, pooled, hid, G, scratch);
-    scale_job j = {n, C, hw, x, G, NULL, NULL, y, 0, {{{0}}, 0}};
+    scale_job j = {n, C, hw, x, G, NULL, NULL, y, NULL, 0, {{{0}}, 0}};
     scale_run(nt, &j);
 }
 
@@ -162,7 +162,7 @@ void k_se_bwd(int nt, int n, long hw, int C, int S, const float *x, const float 
     k_silu_bwd(nt, (long)n * S, hid, DA, DA);
     k_fc_bwd(nt, n, C, S, pooled, W1, DA, DP, dW1, db1);
     if (dx) {
-        scale_job j = {n, C, hw, NULL, gate, dy, DP, dx, 0, {{{0}}, 0}};
+        scale_job j = {n, C, hw, NULL, gate, dy, DP, dx, NULL, 0, {{{0}}, 0}};
         scale_run(nt, &j);
     }
 }

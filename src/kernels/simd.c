@@ -66,6 +66,22 @@ int k_simd_level(void)
     return l;
 }
 
+static void vmul_generic(const float *a, const float *b, float *dst, long n)
+{
+    SIMD_LOOP
+    for (long k = 0; k < n; k++) dst[k] = a[k] * b[k];
+}
+
+k_vmul_fn k_vmul_pick(void)
+{
+#if K_HAVE_X86_PATHS
+    int level = k_simd_level();
+    if (level >= K_SIMD_AVX512) return k_vmul_avx512;
+    if (level >= K_SIMD_AVX2) return k_vmul_avx2;
+#endif
+    return vmul_generic;
+}
+
 int k_simd_force(int level)
 {
     int l = clamp_level(level);

@@ -43,10 +43,6 @@ static void plan_conv(const env2_model *m, const convbn *c, int n, int *h, int *
 
 static size_t gate_floats(int n, int C) { return ((size_t)n * C + 15) & ~(size_t)15; }
 
-/* The squeeze-excite scaling rides in the projection's A packing when the
- * projection is a plain 1x1 (always, in EfficientNetV2's MBConv). */
-static int gated_projection(const convbn *c) { return c->kind == T_CONV && c->k == 1 && c->stride == 1; }
-
 static void make_plan(const env2_model *m, int n, int h, int w, infer_plan *p, int nt)
 {
     memset(p, 0, sizeof *p);
@@ -128,8 +124,9 @@ static void wino_refresh(env2_model *m, const float *params, int nt)
     m->wino_version = m->params_version;
 }
 
-/* gate: non-NULL for a projection that applies the squeeze-excite gate to x
- * itself (gated_projection(c)). */
+/* gate: non-NULL for an MBConv projection, which applies the squeeze-excite
+ * gate to x as it packs it (the projection is always a 1x1 stride-1
+ * convolution: model.c). */
 static void run_conv(const env2_model *m, const float *params, const convbn *c, int nt, int n, int *h, int *w,
                      const float *x, const float *gate, float *y, const float *residual, float *ws)
 {
@@ -207,26 +204,15 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
                 a = t2;
                 bb = t1;
             }
-            /* depthwise into a; project from a (through the SE gate, or
-             * from SE's output in bb) into the other buffer */
+            /* depthwise into a; the SE gate into sws; project from a,
+             * through the gate, into bb */
             run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, NULL, a, NULL, cws);
-            const float *proj_in = a, *gate = NULL;
-            const convbn *pj = &bl->cb[i++];
-            if (bl->se && gated_projection(pj)) {
-                float *g = sws;
+            if (bl->se)
                 PROF(PROF_SE, k_se_gate(nt, n, (long)oh * ow, bl->mid, bl->se, a, params + bl->se_w1,
-                                        params + bl->se_b1, params + bl->se_w2, params + bl->se_b2, g,
+                                        params + bl->se_b1, params + bl->se_w2, params + bl->se_b2, sws,
                                         sws + gate_floats(n, bl->mid)));
-                gate = g;
-            } else if (bl->se) {
-                PROF(PROF_SE, k_se_fwd(nt, n, (long)oh * ow, bl->mid, bl->se, a, params + bl->se_w1,
-                                       params + bl->se_b1, params + bl->se_w2, params + bl->se_b2, bb, NULL, NULL,
-                                       NULL, sws));
-                proj_in = bb;
-            }
-            float *out = proj_in == a ? bb : a;
-            run_conv(m, params, pj, nt, n, &oh, &ow, proj_in, gate, out, res, cws);
-            next = out == t1 ? (cur + 1) % 3 : (cur + 2) % 3;
+            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, a, bl->se ? sws : NULL, bb, res, cws);
+            next = bb == t1 ? (cur + 1) % 3 : (cur + 2) % 3;
         }
         cur = next;
         H = oh;
