@@ -164,7 +164,7 @@ ENV2_API size_t env2_model_output_size(const env2_model *m, int32_t n)
     return (size_t)n * (size_t)m->classes;
 }
 
-ENV2_API int64_t env2_model_num_params(const env2_model *m) { return m ? (int64_t)m->nparams : 0; }
+ENV2_API int64_t env2_model_num_params(const env2_model *m) { return m ? (int64_t)m->param_count : 0; }
 ENV2_API int32_t env2_model_num_classes(const env2_model *m) { return m ? m->classes : 0; }
 ENV2_API int32_t env2_model_in_channels(const env2_model *m) { return m ? m->in_ch : 0; }
 ENV2_API int32_t env2_model_train_size(const env2_model *m) { return m ? m->arch.train_size : 0; }

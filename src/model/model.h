@@ -94,7 +94,8 @@ struct env2_model {
     tensor_def *tensors;
     int ntensors;
     float *params;            /* trainable, one slab */
-    size_t nparams;
+    size_t nparams;           /* floats in params, padding between tensors included */
+    size_t param_count;       /* parameters: the sum of the trainable tensors' numel */
     float *stats;             /* BN running mean / var */
     size_t nstats;
     int64_t *bn_tracked;      /* num_batches_tracked per BN layer */
