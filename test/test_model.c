@@ -7,6 +7,7 @@
 
 #include "efficientnetv2.h"
 #include "harness.h"
+#include "model/model.h"
 
 static void check_counts(void)
 {
@@ -72,6 +73,40 @@ static env2_model *tiny(int classes, int in_ch, int padding, uint64_t seed)
     env2_model *m = NULL;
     if (env2_model_create(&m, TINY, &o) != ENV2_OK) return NULL;
     return m;
+}
+
+/* Each trainable tensor starts on a 64-byte line (the GEMMs read 1x1
+ * weights in place, 16 floats a load), the tensors do not overlap, the
+ * padding between them is zero after initialization and loading, and the
+ * parameter count leaves the padding out. */
+static void check_param_layout(const char *variant, int reload)
+{
+    env2_model *m = NULL;
+    CHECK_EQ_INT(env2_model_create(&m, variant, NULL), ENV2_OK);
+    if (!m) return;
+    if (reload) {
+        void *data = NULL;
+        size_t len = 0;
+        CHECK_EQ_INT(env2_model_save_memory(m, &data, &len), ENV2_OK);
+        CHECK_EQ_INT(env2_model_load_memory(m, data, len, 0), ENV2_OK);
+        env2_free(data);
+    }
+    size_t count = 0, end = 0, misaligned = 0, overlap = 0, dirty = 0;
+    for (int i = 0; i < m->ntensors; i++) {
+        const tensor_def *t = &m->tensors[i];
+        if (t->is_stat) continue;
+        misaligned += t->offset % 16 != 0;
+        overlap += t->offset < end;
+        for (size_t j = end; j < t->offset; j++) dirty += m->params[j] != 0.0f;
+        end = t->offset + (size_t)t->numel;
+        count += (size_t)t->numel;
+    }
+    CHECK_EQ_INT((long long)misaligned, 0);
+    CHECK_EQ_INT((long long)overlap, 0);
+    CHECK_EQ_INT((long long)dirty, 0);
+    CHECK(end <= m->nparams && m->nparams < end + 16);
+    CHECK_EQ_INT(env2_model_num_params(m), (long long)count);
+    env2_model_destroy(m);
 }
 
 static void fill(float *x, size_t n, unsigned seed)
@@ -259,6 +294,8 @@ static void check_misuse(void)
 int main(void)
 {
     check_counts();
+    check_param_layout("efficientnetv2-s", 0);
+    check_param_layout("efficientnetv2-b3", 1);
     check_forward();
     check_winograd();
     check_misuse();
