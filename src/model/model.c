@@ -39,6 +39,9 @@ static tensor_def *add_tensor(builder *b, const char *name, int kind, int ndim, 
     }
     t->is_stat = kind == T_BN_MEAN || kind == T_BN_VAR;
     if (t->is_stat) {
+        /* on a line too: the folded BN scale and shift sit at these offsets
+         * in bnfold, loaded 16 floats at a time by the GEMM epilogues */
+        b->ns = (b->ns + 15) & ~(size_t)15;
         t->offset = b->ns;
         b->ns += (size_t)t->numel;
     } else {
