@@ -30,6 +30,30 @@
 #define K_INLINE static inline
 #endif
 
+/* Row r of a row-major A panel is (r % 3) rows past the pointer of group
+ * r / 3 (ukr_body's A0 .. A12). */
+#define AP_0 A0
+#define AP_1 A3
+#define AP_2 A6
+#define AP_3 A9
+#define AP_4 A12
+#define AP_(q) AP_##q
+#define AP(q) AP_(q)
+#define AROW(r) AP(ROWQ_##r)[(r % 3) * lda]
+#define ROWQ_0 0
+#define ROWQ_1 0
+#define ROWQ_2 0
+#define ROWQ_3 1
+#define ROWQ_4 1
+#define ROWQ_5 1
+#define ROWQ_6 2
+#define ROWQ_7 2
+#define ROWQ_8 2
+#define ROWQ_9 3
+#define ROWQ_10 3
+#define ROWQ_11 3
+#define ROWQ_12 4
+#define ROWQ_13 4
 #define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 
 static __mmask16 col_mask(int n)
@@ -109,9 +133,14 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const 
     const long kc = a->kc, bks = a->b_ks, pks = a->pf_ks;
     if (arow) {
         const long lda = a->a_rs;
+        /* Rows 3q .. 3q + 2 from one pointer each, at offsets 0, lda, 2 lda:
+         * five pointers and lda fit in registers, where 14 row offsets did
+         * not (GCC reloaded eight of them from the stack every k step). */
+        const float *A0 = A, *A3 = R > 3 ? A + 3 * lda : A, *A6 = R > 6 ? A + 6 * lda : A;
+        const float *A9 = R > 9 ? A + 9 * lda : A, *A12 = R > 12 ? A + 12 * lda : A;
 #define FMA_ROW(r)                                                                                                  \
     if (r < R) {                                                                                                    \
-        __m512 av = _mm512_set1_ps(A[r * lda]);                                                                     \
+        __m512 av = _mm512_set1_ps(AROW(r));                                                                        \
         c##r##a = _mm512_fmadd_ps(av, b0, c##r##a);                                                                 \
         if (nv == 2) c##r##b = _mm512_fmadd_ps(av, b1, c##r##b);                                                    \
         if (nv == 3) c##r##h = _mm256_fmadd_ps(_mm512_castps512_ps256(av), bh, c##r##h);                            \
@@ -134,7 +163,11 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const 
                 _mm_prefetch((const char *)(B + PF_L1_ROWS * bks + 16), _MM_HINT_T0);
             }
             ROWS(FMA_ROW)
-            A += 1;
+            A0 += 1;
+            A3 += 1;
+            A6 += 1;
+            A9 += 1;
+            A12 += 1;
             B += bks;
         }
 #undef FMA_ROW
