@@ -156,9 +156,10 @@ K_INLINE void ukr_body(const k_ukr_args *a, const int nv, const int arow, const 
                 _mm_prefetch((const char *)(P + 16), _MM_HINT_T1);
                 P += pks;
             }
-            if (pfl1) {
+            if (pfl1 && k + PF_L1_ROWS < kc) {
                 /* B read in place at a row stride beyond what the hardware's
-                 * stride prefetcher follows: the row PF_L1_ROWS ahead into L1 */
+                 * stride prefetcher follows: the row PF_L1_ROWS ahead into L1
+                 * (within the panel, so that no pointer leaves B) */
                 _mm_prefetch((const char *)(B + PF_L1_ROWS * bks), _MM_HINT_T0);
                 _mm_prefetch((const char *)(B + PF_L1_ROWS * bks + 16), _MM_HINT_T0);
             }
