@@ -122,7 +122,7 @@ ENV2_API env2_status env2_trainer_create(env2_trainer **out, env2_model *m, cons
     }
     if (!t->grads || !t->s1 || !t->s2 || !t->decay || (o.ema_decay > 0 && (!t->ema_p || !t->ema_s))) {
         env2_trainer_destroy(t);
-        return fail_t(NULL, ENV2_E_NOMEM, "out of memory creating the trainer (%zu parameters)", np);
+        return fail_t(NULL, ENV2_E_NOMEM, "out of memory creating the trainer (%zu parameters)", m->param_count);
     }
     for (int i = 0; i < m->ntensors; i++) {
         const tensor_def *td = &m->tensors[i];
