@@ -94,11 +94,8 @@ static void check_param_layout(const char *variant, int reload)
     size_t count = 0, end = 0, misaligned = 0, overlap = 0, dirty = 0;
     for (int i = 0; i < m->ntensors; i++) {
         const tensor_def *t = &m->tensors[i];
-        if (t->is_stat) {
-            misaligned += t->offset % 16 != 0;
-            continue;
-        }
         misaligned += t->offset % 16 != 0;
+        if (t->is_stat) continue;
         overlap += t->offset < end;
         for (size_t j = end; j < t->offset; j++) dirty += m->params[j] != 0.0f;
         end = t->offset + (size_t)t->numel;

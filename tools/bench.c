@@ -13,6 +13,7 @@
 #include "efficientnetv2.h"
 #include "env2_cli.h"
 #include "kernels/kernels.h"
+#include "common.h"
 #include "profile.h"
 
 static double now(void)
@@ -128,11 +129,6 @@ static int v2s_shapes(gemm_shape *v, int size, int batch)
     return n;
 }
 
-static float *line_alloc(size_t floats)
-{
-    return aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
-}
-
 static int bench_gemm(int size, int batch, int threads, int runs, int epilogue)
 {
     gemm_shape v[16];
@@ -148,12 +144,15 @@ static int bench_gemm(int size, int batch, int threads, int runs, int epilogue)
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
         gemm_shape *g = &v[i];
-        /* On 64-byte lines, as the library keeps its weights and activations:
-         * with malloc's 16-byte alignment every 16-float load of B and C
-         * straddled two lines, and on the Intel machine of session 20 the
-         * shapes ran at 234-244 GFLOP/s (2 threads) against 293-303. */
-        float *A = line_alloc((size_t)g->M * g->K), *B = line_alloc((size_t)g->K * g->N);
-        float *C = line_alloc((size_t)g->M * g->N), *R = line_alloc((size_t)g->M * g->N);
+        /* From the library's allocator, on 64-byte lines as its weights and
+         * activations are: with malloc's 16-byte alignment every 16-float
+         * load of B and C straddled two lines, and on the Intel machine of
+         * session 20 the shapes ran at 234-244 GFLOP/s (2 threads) against
+         * 293-303. */
+        float *A = env2_aligned_alloc((size_t)g->M * g->K * sizeof(float));
+        float *B = env2_aligned_alloc((size_t)g->K * g->N * sizeof(float));
+        float *C = env2_aligned_alloc((size_t)g->M * g->N * sizeof(float));
+        float *R = env2_aligned_alloc((size_t)g->M * g->N * sizeof(float));
         float *sc = malloc((size_t)g->N * sizeof(float)), *bi = malloc((size_t)g->N * sizeof(float));
         if (!A || !B || !C || !R || !sc || !bi || !t) {
             fprintf(stderr, "env2 bench: out of memory\n");
@@ -195,10 +194,10 @@ static int bench_gemm(int size, int batch, int threads, int runs, int epilogue)
                 free(ref);
             }
         }
-        free(A);
-        free(B);
-        free(C);
-        free(R);
+        env2_aligned_free(A);
+        env2_aligned_free(B);
+        env2_aligned_free(C);
+        env2_aligned_free(R);
         free(sc);
         free(bi);
     }

@@ -31,29 +31,8 @@
 #endif
 
 /* Row r of a row-major A panel is (r % 3) rows past the pointer of group
- * r / 3 (ukr_body's A0 .. A12). */
-#define AP_0 A0
-#define AP_1 A3
-#define AP_2 A6
-#define AP_3 A9
-#define AP_4 A12
-#define AP_(q) AP_##q
-#define AP(q) AP_(q)
-#define AROW(r) AP(ROWQ_##r)[(r % 3) * lda]
-#define ROWQ_0 0
-#define ROWQ_1 0
-#define ROWQ_2 0
-#define ROWQ_3 1
-#define ROWQ_4 1
-#define ROWQ_5 1
-#define ROWQ_6 2
-#define ROWQ_7 2
-#define ROWQ_8 2
-#define ROWQ_9 3
-#define ROWQ_10 3
-#define ROWQ_11 3
-#define ROWQ_12 4
-#define ROWQ_13 4
+ * r / 3 (ukr_body's A0 .. A12); r is a literal, so the choice folds away. */
+#define AROW(r) ((r) < 3 ? A0 : (r) < 6 ? A3 : (r) < 9 ? A6 : (r) < 12 ? A9 : A12)[((r) % 3) * lda]
 #define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 
 static __mmask16 col_mask(int n)

@@ -15,6 +15,9 @@ typedef struct builder {
     env2_err *e;
 } builder;
 
+/* n rounded up to whole 64-byte lines of floats */
+static size_t line_up(size_t n) { return (n + 15) & ~(size_t)15; }
+
 static tensor_def *add_tensor(builder *b, const char *name, int kind, int ndim, int64_t d0, int64_t d1, int64_t d2,
                               int64_t d3)
 {
@@ -41,7 +44,7 @@ static tensor_def *add_tensor(builder *b, const char *name, int kind, int ndim, 
     if (t->is_stat) {
         /* on a line too: the folded BN scale and shift sit at these offsets
          * in bnfold, loaded 16 floats at a time by the GEMM epilogues */
-        b->ns = (b->ns + 15) & ~(size_t)15;
+        b->ns = line_up(b->ns);
         t->offset = b->ns;
         b->ns += (size_t)t->numel;
     } else {
@@ -53,7 +56,7 @@ static tensor_def *add_tensor(builder *b, const char *name, int kind, int ndim, 
          * padding (at most 15 floats a tensor) stays zero: its gradient is
          * zero, so no optimizer moves it, and files and env2_trainer_gradients
          * go tensor by tensor. */
-        b->np = (b->np + 15) & ~(size_t)15;
+        b->np = line_up(b->np);
         t->offset = b->np;
         b->np += (size_t)t->numel;
         b->count += (size_t)t->numel;
