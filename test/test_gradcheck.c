@@ -389,14 +389,14 @@ static void check_se(int n, long hw, int C, int S)
         numgrad(se_obj, &ctx, prm, k, sizes[k], num[k]);
     }
     float *y = fzeros(xn), *pooled = fzeros(n * C), *hid = fzeros(n * S), *gate = fzeros(n * C);
-    float *scratch = fzeros((long)k_se_scratch(n, hw, C, S)), *g[5];
+    float *scratch = fzeros((long)k_se_scratch(n, 1, hw, C, S)), *g[5];
     for (int k = 0; k < 5; k++) g[k] = fzeros(sizes[k]);
     static const char *names[5] = {"dx", "dW1", "db1", "dW2", "db2"};
     for (int li = 0; li < nlevels; li++) {
         k_simd_force(levels[li]);
         for (int k = 1; k < 5; k++)
             for (long i = 0; i < sizes[k]; i++) g[k][i] = 0;
-        k_se_fwd(2, n, hw, C, S, x, W1, b1, W2, b2, y, pooled, hid, gate, scratch);
+        k_se_fwd(2, n, 1, hw, C, S, x, W1, b1, W2, b2, y, pooled, hid, gate, scratch); /* one row of hw */
         k_se_bwd(2, n, hw, C, S, x, W1, W2, pooled, hid, gate, R, g[0], g[1], g[2], g[3], g[4], scratch);
         for (int k = 0; k < 5; k++)
             CHECK_GRAD(g[k], num[k], sizes[k], 1e-4, "se %s n%d hw%ld C%d S%d level %d", names[k], n, hw, C, S,

@@ -75,6 +75,12 @@ static void test_dw_case(int n, int h, int w, int C, int k, int stride, int same
 
     float *y1 = falloc(yo), *y2 = falloc(yo), *dx1 = falloc(xi), *dx2 = falloc(xi);
     float *dw1 = falloc(wn), *dw2 = falloc(wn);
+    /* the pooling's chunk sums, as the forward with pooling must give them:
+     * rows cut into chunks of up to 64 positions, each summed in order */
+    const long nq = k_gap_chunks(s.ho, s.wo), rq = (s.wo + 63) / 64;
+    float *sref = falloc((long)n * nq * C), *sums = falloc((long)n * nq * C + 1), *y3 = falloc(yo);
+    CHECK(nq == (long)s.ho * rq);
+    int pool_bad = 0;
     for (int li = 0; li < nlevels; li++) {
         k_simd_force(levels[li]);
         ffill(y1, yo, NAN);
@@ -89,23 +95,39 @@ static void test_dw_case(int n, int h, int w, int C, int k, int stride, int same
         k_dwconv_fwd(2, &s, x, wt, y2, epp);
         k_dwconv_bwd_data(2, &s, dy, wt, dx2);
         k_dwconv_bwd_weight(2, &s, x, dy, dw2);
+        for (long r = 0; r < (long)n * s.ho; r++)
+            for (long q = 0; q < rq; q++)
+                for (int c = 0; c < C; c++) {
+                    const float *yp = y1 + (r * s.wo + q * 64) * C + c;
+                    float v = yp[0];
+                    for (long p = q * 64 + 1; p < s.wo && p < q * 64 + 64; p++) v += y1[(r * s.wo + p) * C + c];
+                    sref[(r * rq + q) * C + c] = v;
+                }
+        for (int nt = 1; nt <= 3; nt++) {
+            ffill(y3, yo, NAN);
+            ffill(sums, (long)n * nq * C + 1, NAN);
+            k_dwconv_fwd_pool(nt, &s, x, wt, y3, epp, sums);
+            pool_bad += !same_bits(y3, y1, yo) || !same_bits(sums, sref, (long)n * nq * C) ||
+                        !isnan(sums[(long)n * nq * C]);
+        }
         double ef = test_max_rel_diff(y1, yref, yo), eb = test_max_rel_diff(dx1, dxref, xi);
         double ew = test_max_rel_diff(dw1, dwref, wn);
         int ok = ef <= 2e-6 && eb <= 2e-6 && ew <= 2e-6 && same_bits(y1, y2, yo) && same_bits(dx1, dx2, xi) &&
-                 same_bits(dw1, dw2, wn);
+                 same_bits(dw1, dw2, wn) && !pool_bad;
         dw_cases++;
         if (!ok) {
             dw_bad++;
             fprintf(stderr,
                     "dwconv n%d %dx%d C%d k%d s%d same%d ep%d level %s: fwd %.3g bwd_data %.3g bwd_w %.3g "
-                    "nt-identical %d%d%d\n",
+                    "nt-identical %d%d%d, pooled forward wrong at %d thread counts\n",
                     n, h, w, C, k, stride, same_pad, epk, k_simd_name(levels[li]), ef, eb, ew, same_bits(y1, y2, yo),
-                    same_bits(dx1, dx2, xi), same_bits(dw1, dw2, wn));
+                    same_bits(dx1, dx2, xi), same_bits(dw1, dw2, wn), pool_bad);
+            pool_bad = 0;
         }
     }
     k_simd_force(K_SIMD_AVX512);
     free(x), free(wt), free(dy), free(scale), free(bias), free(res), free(yref), free(dxref), free(dw0);
-    free(dwref), free(y1), free(y2), free(dx1), free(dx2), free(dw1), free(dw2);
+    free(dwref), free(y1), free(y2), free(dx1), free(dx2), free(dw1), free(dw2), free(sref), free(sums), free(y3);
 }
 
 /* A 1x4 image, 1 channel, k=3, stride 1, by hand: x = 1 2 3 4, w rows
@@ -566,14 +588,39 @@ static void test_act(void)
 /* ---- pooling and FC ------------------------------------------------------------------ */
 static void test_gap_fc(void)
 {
-    static const int shapes[][3] = {{1, 1, 1}, {2, 7, 13}, {3, 49, 96}, {2, 300, 33}, {4, 1000, 40}, {3, 130, 257},
-                                    {1, 576, 960}};
-    for (int t = 0; t < 7; t++) {
-        int n = shapes[t][0], C = shapes[t][2];
-        long hw = shapes[t][1];
-        float *x = frandom(n * hw * C), *y1 = falloc(n * C), *y2 = falloc(n * C);
-        k_gap_fwd(1, n, hw, C, x, y1);
-        k_gap_fwd(2, n, hw, C, x, y2);
+    /* rows of 1 .. 130 positions: one chunk, exactly 64, and three per row */
+    static const int shapes[][4] = {{1, 1, 1, 1}, {2, 1, 7, 13}, {3, 7, 7, 96}, {2, 3, 100, 33}, {4, 8, 125, 40},
+                                    {3, 1, 130, 257}, {1, 24, 24, 960}, {2, 5, 64, 17}, {1, 2, 65, 20}};
+    for (int t = 0; t < 9; t++) {
+        int n = shapes[t][0], C = shapes[t][3];
+        long h = shapes[t][1], w = shapes[t][2], hw = h * w;
+        float *x = frandom(n * hw * C), *y1 = falloc(n * C), *y2 = falloc(n * C), *ya = falloc(n * C);
+        float *ws = falloc((long)k_gap_scratch(n, h, w, C));
+        /* the same bits on every SIMD path (the chunk sums keep their order
+         * in every lane), by channels or by rows, at any thread count */
+        for (int li = 0; li < nlevels; li++) {
+            k_simd_force(levels[li]);
+            k_gap_fwd(1, n, h, w, C, x, y1);
+            if (li == 0) memcpy(ya, y1, sizeof(float) * n * C);
+            CHECK_MSG(same_bits(y1, ya, n * C), "gap %d, %s against generic", t, k_simd_name(levels[li]));
+            k_gap_fwd(2, n, h, w, C, x, y2);
+            CHECK(same_bits(y1, y2, n * C));
+            for (int nt = 1; nt <= 3; nt++) {
+                ffill(y2, n * C, -1.0f);
+                k_gap_fwd_ws(nt, n, h, w, C, x, y2, ws);
+                CHECK_MSG(same_bits(y1, y2, n * C), "gap by rows %d, %d threads, %s", t, nt, k_simd_name(levels[li]));
+            }
+            /* from chunk sums made row by row, channels in two parts */
+            const long rq = k_gap_chunks(1, w);
+            for (long r = 0; r < n * h; r++) {
+                k_gap_row_chunks(w, C, C / 2, x + r * w * C, ws + r * rq * C);
+                k_gap_row_chunks(w, C, C - C / 2, x + r * w * C + C / 2, ws + r * rq * C + C / 2);
+            }
+            ffill(y2, n * C, -1.0f);
+            k_gap_from_chunks(2, n, h, w, C, ws, y2);
+            CHECK_MSG(same_bits(y1, y2, n * C), "gap from chunks %d, %s", t, k_simd_name(levels[li]));
+        }
+        k_simd_force(K_SIMD_AVX512);
         double e = 0;
         for (int i = 0; i < n; i++)
             for (int c = 0; c < C; c++) {
@@ -582,15 +629,7 @@ static void test_gap_fc(void)
                 e = fmax(e, fabs(y1[i * C + c] - s / hw));
             }
         CHECK_MSG(e < 1e-6, "gap %d: %.3g", t, e);
-        CHECK(same_bits(y1, y2, n * C));
-        /* split by positions instead of channels: the same bits at any thread count */
-        float *ws = falloc((long)k_gap_scratch(n, hw, C));
-        for (int nt = 1; nt <= 3; nt++) {
-            ffill(y2, n * C, -1.0f);
-            k_gap_fwd_ws(nt, n, hw, C, x, y2, ws);
-            CHECK_MSG(same_bits(y1, y2, n * C), "gap by positions %d, %d threads", t, nt);
-        }
-        free(ws);
+        free(ws), free(ya);
         float *dy = frandom(n * C), *dx1 = falloc(n * hw * C), *dx2 = falloc(n * hw * C);
         k_gap_bwd(1, n, hw, C, dy, dx1);
         k_gap_bwd(2, n, hw, C, dy, dx2);
@@ -646,13 +685,13 @@ static void test_gap_fc(void)
 }
 
 /* ---- squeeze-excite ---------------------------------------------------------------------- */
-static void test_se_case(int n, long hw, int C, int S)
+static void test_se_case(int n, long h, long w, int C, int S)
 {
-    long xn = n * hw * C;
+    const long hw = h * w, xn = n * hw * C;
     float *x = frandom(xn), *W1 = frandom(S * C), *b1 = frandom(S), *W2 = frandom(C * S), *b2 = frandom(C);
     float *yref = falloc(xn);
     k_se_fwd_ref(n, hw, C, S, x, W1, b1, W2, b2, yref);
-    size_t ns = k_se_scratch(n, hw, C, S);
+    size_t ns = k_se_scratch(n, h, w, C, S);
     float *scratch = falloc((long)ns), *y[2], *pooled[2], *hid[2], *gate[2], *dx[2], *g[2][4];
     float *dy = frandom(xn), *yi = falloc(xn);
     for (int t = 0; t < 2; t++) {
@@ -664,14 +703,14 @@ static void test_se_case(int n, long hw, int C, int S)
         k_simd_force(levels[li]);
         for (int t = 0; t < 2; t++) {
             ffill(scratch, (long)ns, NAN);
-            k_se_fwd(t + 1, n, hw, C, S, x, W1, b1, W2, b2, y[t], pooled[t], hid[t], gate[t], scratch);
+            k_se_fwd(t + 1, n, h, w, C, S, x, W1, b1, W2, b2, y[t], pooled[t], hid[t], gate[t], scratch);
             ffill(g[t][0], S * C, 0.5f), ffill(g[t][1], S, 0.5f), ffill(g[t][2], C * S, 0.5f), ffill(g[t][3], C, 0.5f);
             ffill(scratch, (long)ns, NAN);
             k_se_bwd(t + 1, n, hw, C, S, x, W1, W2, pooled[t], hid[t], gate[t], dy, dx[t], g[t][0], g[t][1], g[t][2],
                      g[t][3], scratch);
         }
         double e = test_max_rel_diff(y[0], yref, xn);
-        CHECK_MSG(e < 1e-5, "se n%d hw%ld C%d S%d level %d: %.3g", n, hw, C, S, levels[li], e);
+        CHECK_MSG(e < 1e-5, "se n%d %ldx%ld C%d S%d level %d: %.3g", n, h, w, C, S, levels[li], e);
         /* saved intermediates */
         double ep = 0, eh = 0, eg = 0;
         for (int i = 0; i < n; i++) {
@@ -693,14 +732,17 @@ static void test_se_case(int n, long hw, int C, int S)
         }
         CHECK_MSG(ep < 1e-6 && eh < 1e-5 && eg < 1e-6, "se saved: %.3g %.3g %.3g", ep, eh, eg);
         /* inference form (no saved buffers) gives the same output */
-        k_se_fwd(2, n, hw, C, S, x, W1, b1, W2, b2, yi, NULL, NULL, NULL, scratch);
+        k_se_fwd(2, n, h, w, C, S, x, W1, b1, W2, b2, yi, NULL, NULL, NULL, scratch);
         CHECK(same_bits(yi, y[0], xn));
-        /* the gate alone (inference's fused projection) is the saved gate */
-        float *go = falloc(n * C);
+        /* the gate alone from the pooling's chunk sums (inference: the
+         * depthwise convolution sums, the projection applies the gate) is
+         * the saved gate */
+        float *go = falloc(n * C), *sums = falloc((long)k_gap_scratch(n, h, w, C));
+        for (long r = 0; r < n * h; r++) k_gap_row_chunks(w, C, C, x + r * w * C, sums + r * k_gap_chunks(1, w) * C);
         ffill(scratch, (long)ns, NAN);
-        k_se_gate(2, n, hw, C, S, x, W1, b1, W2, b2, go, scratch);
-        CHECK_MSG(same_bits(go, gate[0], n * C), "se gate n%d hw%ld C%d S%d level %d", n, hw, C, S, levels[li]);
-        free(go);
+        k_se_gate_chunks(2, n, h, w, C, S, sums, W1, b1, W2, b2, go, scratch);
+        CHECK_MSG(same_bits(go, gate[0], n * C), "se gate n%d %ldx%ld C%d S%d level %d", n, h, w, C, S, levels[li]);
+        free(go), free(sums);
         CHECK(same_bits(y[0], y[1], xn) && same_bits(pooled[0], pooled[1], n * C) &&
               same_bits(hid[0], hid[1], n * S) && same_bits(gate[0], gate[1], n * C));
         CHECK(same_bits(dx[0], dx[1], xn) && same_bits(g[0][0], g[1][0], S * C) && same_bits(g[0][1], g[1][1], S) &&
@@ -717,10 +759,11 @@ static void test_se_case(int n, long hw, int C, int S)
 
 static void test_se(void)
 {
-    test_se_case(1, 1, 4, 1);
-    test_se_case(2, 49, 24, 6);
-    test_se_case(3, 13, 64, 16);
-    test_se_case(2, 576, 96, 4);
+    test_se_case(1, 1, 1, 4, 1);
+    test_se_case(2, 7, 7, 24, 6);
+    test_se_case(3, 1, 13, 64, 16);
+    test_se_case(2, 24, 24, 96, 4);
+    test_se_case(1, 3, 70, 33, 5);
 }
 
 /* ---- loss ----------------------------------------------------------------------------------------- */

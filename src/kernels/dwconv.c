@@ -243,7 +243,16 @@ typedef struct dw_job {
     int path;
     long rows, unit;
     env2_steal st;
+    float *sums; /* forward: the pooling's chunk sums of out, or NULL */
 } dw_job;
+
+/* The pooling's chunk sums of output rows lo .. hi, channels c0 .. c1, right
+ * after this task wrote them (k_dwconv_fwd_pool). */
+static void pool_rows(const dw_job *j, long lo, long hi, long c0, long c1)
+{
+    const long C = j->s->ci, wo = j->s->wo, rq = k_gap_chunks(1, wo);
+    for (long r = lo; r < hi; r++) k_gap_row_chunks(wo, C, (int)(c1 - c0), j->out + r * wo * C + c0, j->sums + r * rq * C + c0);
+}
 
 static void fwd_rows(const dw_job *j, long lo, long hi)
 {
@@ -272,8 +281,21 @@ static void rows_job(void *arg, int ith, int nth, int bwd)
     long lo, hi;
     (void)nth;
     while (k_steal_rows_next(&j->st, ith, j->unit, j->rows, &lo, &hi)) {
-        if (bwd) bwd_data_rows(j, lo, hi);
-        else fwd_rows(j, lo, hi);
+        if (bwd) {
+            bwd_data_rows(j, lo, hi);
+        } else if (!j->sums) {
+            fwd_rows(j, lo, hi);
+        } else {
+            /* pooled while the rows are in L2: in steps of up to 256 KiB,
+             * even when one thread has all the rows */
+            long step = (256L * 1024) / ((long)sizeof(float) * j->s->wo * j->s->ci);
+            if (step < 1) step = 1;
+            for (long r = lo; r < hi; r += step) {
+                long r1 = r + step < hi ? r + step : hi;
+                fwd_rows(j, r, r1);
+                pool_rows(j, r, r1, 0, j->s->ci);
+            }
+        }
     }
 }
 static void fwd_job(void *arg, int ith, int nth) { rows_job(arg, ith, nth, 0); }
@@ -352,6 +374,7 @@ static void chans_job(void *arg, int ith, int nth)
         long c0 = u * j->unit, c1 = c0 + j->unit < C ? c0 + j->unit : C;
         if (j->path == K_SIMD_AVX512) k_dw_fwd_chans_avx512(j->s, j->a, j->w, j->out, j->ep, c0, c1);
         else k_dw_fwd_chans_avx2(j->s, j->a, j->w, j->out, j->ep, c0, c1);
+        if (j->sums) pool_rows(j, 0, j->rows, c0, c1);
     }
 }
 
@@ -373,10 +396,11 @@ static int chans_split(int nt, const k_conv_shape *s, int path)
 }
 #endif
 
-void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
+void k_dwconv_fwd_pool(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                       float *sums)
 {
     if (s->n <= 0 || s->ho <= 0 || s->wo <= 0 || s->ci <= 0) return;
-    dw_job j = {s, x, w, y, ep, simd_path(s), (long)s->n * s->ho, 1, {{{0}}, 0}};
+    dw_job j = {s, x, w, y, ep, simd_path(s), (long)s->n * s->ho, 1, {{{0}}, 0}, sums};
     nt = threads_for(nt, dw_work(s));
 #if K_HAVE_X86_PATHS
     if (chans_split(nt, s, j.path)) {
@@ -391,10 +415,15 @@ void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w,
     run_rows(nt, &j, fwd_job);
 }
 
+void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep)
+{
+    k_dwconv_fwd_pool(nt, s, x, w, y, ep, NULL);
+}
+
 void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx)
 {
     if (s->n <= 0 || s->h <= 0 || s->w <= 0 || s->ci <= 0) return;
-    dw_job j = {s, dy, w, dx, NULL, simd_path(s), (long)s->n * s->h, 1, {{{0}}, 0}};
+    dw_job j = {s, dy, w, dx, NULL, simd_path(s), (long)s->n * s->h, 1, {{{0}}, 0}, NULL};
     run_rows(threads_for(nt, dw_work(s)), &j, bwd_data_job);
 }
 

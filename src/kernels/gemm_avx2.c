@@ -332,3 +332,64 @@ void k_vmul_avx2(const float *a, const float *b, float *dst, long n)
     for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_mul_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k)));
     for (; k < n; k++) dst[k] = a[k] * b[k];
 }
+
+/* k_colsum_avx512 at 8 lanes: four ymm of sums in registers down the rows. */
+void k_colsum_avx2(const float *x, long rows, long ldx, long n, float *sums)
+{
+    long c = 0;
+    for (; c + 32 <= n; c += 32) {
+        const float *p = x + c;
+        __m256 s0 = _mm256_loadu_ps(p), s1 = _mm256_loadu_ps(p + 8), s2 = _mm256_loadu_ps(p + 16),
+               s3 = _mm256_loadu_ps(p + 24);
+        for (long r = 1; r < rows; r++) {
+            p += ldx;
+            s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p));
+            s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + 8));
+            s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + 16));
+            s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + 24));
+        }
+        _mm256_storeu_ps(sums + c, s0);
+        _mm256_storeu_ps(sums + c + 8, s1);
+        _mm256_storeu_ps(sums + c + 16, s2);
+        _mm256_storeu_ps(sums + c + 24, s3);
+    }
+    for (; c + 8 <= n; c += 8) {
+        const float *p = x + c;
+        __m256 s0 = _mm256_loadu_ps(p);
+        for (long r = 1; r < rows; r++) {
+            p += ldx;
+            s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p));
+        }
+        _mm256_storeu_ps(sums + c, s0);
+    }
+    for (; c < n; c++) {
+        float v = x[c];
+        for (long r = 1; r < rows; r++) v += x[r * ldx + c];
+        sums[c] = v;
+    }
+}
+
+/* k_colsum_pd_avx512 at 4 doubles a register. */
+void k_colsum_pd_avx2(const float *x, long rows, long ldx, long n, double *sums)
+{
+    long c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const float *p = x + c;
+        __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
+        for (long r = 0; r < rows; r++, p += ldx) {
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm_loadu_ps(p)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm_loadu_ps(p + 4)));
+            s2 = _mm256_add_pd(s2, _mm256_cvtps_pd(_mm_loadu_ps(p + 8)));
+            s3 = _mm256_add_pd(s3, _mm256_cvtps_pd(_mm_loadu_ps(p + 12)));
+        }
+        _mm256_storeu_pd(sums + c, s0);
+        _mm256_storeu_pd(sums + c + 4, s1);
+        _mm256_storeu_pd(sums + c + 8, s2);
+        _mm256_storeu_pd(sums + c + 12, s3);
+    }
+    for (; c < n; c++) {
+        double v = 0.0;
+        for (long r = 0; r < rows; r++) v += x[r * ldx + c];
+        sums[c] = v;
+    }
+}

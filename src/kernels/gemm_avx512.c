@@ -255,3 +255,65 @@ void k_vmul_avx512(const float *a, const float *b, float *dst, long n)
         _mm512_mask_storeu_ps(dst + k, m, v);
     }
 }
+
+/* Four zmm of column sums stay in registers down all the rows: the portable
+ * loop kept its sums in memory at SSE width, and the squeeze-excite pooling
+ * of a 24x24x960 map took 66 us on one thread. */
+void k_colsum_avx512(const float *x, long rows, long ldx, long n, float *sums)
+{
+    long c = 0;
+    for (; c + 64 <= n; c += 64) {
+        const float *p = x + c;
+        __m512 s0 = _mm512_loadu_ps(p), s1 = _mm512_loadu_ps(p + 16), s2 = _mm512_loadu_ps(p + 32),
+               s3 = _mm512_loadu_ps(p + 48);
+        for (long r = 1; r < rows; r++) {
+            p += ldx;
+            s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p));
+            s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + 16));
+            s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + 32));
+            s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + 48));
+        }
+        _mm512_storeu_ps(sums + c, s0);
+        _mm512_storeu_ps(sums + c + 16, s1);
+        _mm512_storeu_ps(sums + c + 32, s2);
+        _mm512_storeu_ps(sums + c + 48, s3);
+    }
+    for (; c < n; c += 16) {
+        __mmask16 m = col_mask((int)(n - c));
+        const float *p = x + c;
+        __m512 s0 = _mm512_maskz_loadu_ps(m, p);
+        for (long r = 1; r < rows; r++) {
+            p += ldx;
+            s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m, p));
+        }
+        _mm512_mask_storeu_ps(sums + c, m, s0);
+    }
+}
+
+/* k_colsum_avx512 into double sums (the pooling's combining pass). */
+void k_colsum_pd_avx512(const float *x, long rows, long ldx, long n, double *sums)
+{
+    long c = 0;
+    for (; c + 32 <= n; c += 32) {
+        const float *p = x + c;
+        __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
+        for (long r = 0; r < rows; r++, p += ldx) {
+            s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm256_loadu_ps(p)));
+            s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_loadu_ps(p + 8)));
+            s2 = _mm512_add_pd(s2, _mm512_cvtps_pd(_mm256_loadu_ps(p + 16)));
+            s3 = _mm512_add_pd(s3, _mm512_cvtps_pd(_mm256_loadu_ps(p + 24)));
+        }
+        _mm512_storeu_pd(sums + c, s0);
+        _mm512_storeu_pd(sums + c + 8, s1);
+        _mm512_storeu_pd(sums + c + 16, s2);
+        _mm512_storeu_pd(sums + c + 24, s3);
+    }
+    for (; c < n; c += 8) {
+        __mmask8 m = (__mmask8)(n - c >= 8 ? 0xFF : (1u << (n - c)) - 1);
+        const float *p = x + c;
+        __m512d s0 = _mm512_setzero_pd();
+        for (long r = 0; r < rows; r++, p += ldx)
+            s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, p)));
+        _mm512_mask_storeu_pd(sums + c, m, s0);
+    }
+}

@@ -142,6 +142,11 @@ extern int k_wino_test_level;
 
 /* ---- depthwise convolution, NHWC, weight [kh][kw][c] ----------------------- */
 void k_dwconv_fwd(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep);
+/* The same y, and the global average pooling's chunk sums of y
+ * [n][k_gap_chunks(ho, wo)][ci] (k_gap_from_chunks), each summed by the task
+ * that wrote its row, while the row is still in that core's cache. */
+void k_dwconv_fwd_pool(int nt, const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep,
+                       float *sums);
 void k_dwconv_bwd_data(int nt, const k_conv_shape *s, const float *dy, const float *w, float *dx);
 void k_dwconv_bwd_weight(int nt, const k_conv_shape *s, const float *x, const float *dy, float *dw);
 void k_dwconv_fwd_ref(const k_conv_shape *s, const float *x, const float *w, float *y, const k_epilogue *ep);
@@ -196,12 +201,22 @@ void k_sigmoid_bwd(int nt, long n, const float *y, const float *dy, float *dx);
 void k_silu_fwd_ref(long n, const float *x, float *y);
 void k_silu_bwd_ref(long n, const float *x, const float *dy, float *dx);
 
-/* ---- global average pooling: x [n][hw][C] -> y [n][C] ----------------------- */
-void k_gap_fwd(int nt, int n, long hw, int C, const float *x, float *y);
-/* The same bits, splitting the positions instead of the channels between
- * threads; scratch holds k_gap_scratch(n, hw, C) floats. */
-size_t k_gap_scratch(int n, long hw, int C);
-void k_gap_fwd_ws(int nt, int n, long hw, int C, const float *x, float *y, float *scratch);
+/* ---- global average pooling: x [n][h][w][C] -> y [n][C] --------------------
+ * Each row is summed in chunks of up to 64 positions (float), the chunks
+ * combined in double (pool_fc.c): the same bits whichever function below
+ * computes it and at any thread count. */
+void k_gap_fwd(int nt, int n, long h, long w, int C, const float *x, float *y);
+/* The same bits, splitting the rows instead of the channels between
+ * threads; scratch holds k_gap_scratch(n, h, w, C) floats. */
+size_t k_gap_scratch(int n, long h, long w, int C);
+void k_gap_fwd_ws(int nt, int n, long h, long w, int C, const float *x, float *y, float *scratch);
+/* Chunks per image, k_gap_chunks(h, w); chunk sums of one row of w positions
+ * (channel stride ldc, the first cn channels) into sums[k * ldc + c]. */
+long k_gap_chunks(long h, long w);
+void k_gap_row_chunks(long w, long ldc, int cn, const float *row, float *sums);
+/* y from the chunk sums [n][k_gap_chunks(h, w)][C] of k_gap_row_chunks
+ * (k_dwconv_fwd_pool): k_gap_fwd's bits. */
+void k_gap_from_chunks(int nt, int n, long h, long w, int C, const float *sums, float *y);
 /* dx[n][p][c] = dy[n][c] / hw (overwrites) */
 void k_gap_bwd(int nt, int n, long hw, int C, const float *dy, float *dx);
 
@@ -217,14 +232,15 @@ void k_fc_bwd(int nt, int n, int in, int out, const float *x, const float *W, co
  * y = x * gate.  Training saves pooled, hid and gate (each may be a caller
  * buffer of the given size); inference may pass NULL for them (the kernel
  * then uses small stack/heap scratch: it must not fail, so it needs scratch
- * passed in: `scratch` of k_se_scratch(n, hw, C, S) floats, never NULL). */
-size_t k_se_scratch(int n, long hw, int C, int S);
-void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
+ * passed in: `scratch` of k_se_scratch(n, h, w, C, S) floats, never NULL). */
+size_t k_se_scratch(int n, long h, long w, int C, int S);
+void k_se_fwd(int nt, int n, long h, long w, int C, int S, const float *x, const float *W1, const float *b1,
               const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch);
-/* Only the gate [n][C] of k_se_fwd (same bits), for a consumer that applies
- * it itself (k_conv1x1_gated_fwd).  gate must not overlap scratch. */
-void k_se_gate(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
-               const float *W2, const float *b2, float *gate, float *scratch);
+/* Only the gate [n][C] of k_se_fwd (same bits), from the pooling's chunk
+ * sums (k_dwconv_fwd_pool) instead of x, for a consumer that applies it
+ * itself (k_conv1x1_gated_fwd).  gate must not overlap scratch. */
+void k_se_gate_chunks(int nt, int n, long h, long w, int C, int S, const float *sums, const float *W1,
+                      const float *b1, const float *W2, const float *b2, float *gate, float *scratch);
 /* y = x * gate with the gate of an earlier k_se_fwd: its y again, bit for bit
  * (training recomputes the SE output instead of storing it). */
 void k_se_apply(int nt, int n, long hw, int C, const float *x, const float *gate, float *y);

@@ -104,6 +104,18 @@ typedef void (*k_vmul_fn)(const float *a, const float *b, float *dst, long n);
 k_vmul_fn k_vmul_pick(void);
 void k_vmul_avx512(const float *a, const float *b, float *dst, long n);
 void k_vmul_avx2(const float *a, const float *b, float *dst, long n);
+/* sums[c] = x[0][c] + x[1][c] + ... + x[rows-1][c] in row order (float),
+ * c < n, rows >= 1, row stride ldx: every path gives the same bits (the
+ * pooling's chunk sums, pool_fc.c).  k_colsum_pick as k_vmul_pick. */
+typedef void (*k_colsum_fn)(const float *x, long rows, long ldx, long n, float *sums);
+k_colsum_fn k_colsum_pick(void);
+void k_colsum_avx512(const float *x, long rows, long ldx, long n, float *sums);
+void k_colsum_avx2(const float *x, long rows, long ldx, long n, float *sums);
+/* The same into double sums, from 0.0 (every path the same bits). */
+typedef void (*k_colsum_pd_fn)(const float *x, long rows, long ldx, long n, double *sums);
+k_colsum_pd_fn k_colsum_pd_pick(void);
+void k_colsum_pd_avx512(const float *x, long rows, long ldx, long n, double *sums);
+void k_colsum_pd_avx2(const float *x, long rows, long ldx, long n, double *sums);
 
 /* y[0..N) = epilogue(W x) for one row x[0..K) and W stored [N][K] (an FC
  * at batch 1).  Faster than k_sgemm with M = 1, but its sums are ordered

@@ -6,7 +6,13 @@
  * arrays, each padded to 16 floats, then the pooling's chunk sums
  * (k_gap_scratch).  Forward uses them for whichever of pooled / gate / hid
  * the caller did not supply, plus act; backward for dgate, dpooled, act and
- * dact. */
+ * dact.
+ *
+ * Inference pools inside the depthwise convolution before it
+ * (k_dwconv_fwd_pool: each task sums the rows it wrote while they are in its
+ * cache) and k_se_gate_chunks finishes from those sums; on its own pass the
+ * pooling read the whole map again, from L3 and half of it from the other
+ * core. */
 #include <math.h>
 #include <stddef.h>
 
@@ -16,10 +22,10 @@
 
 static size_t pad16(size_t v) { return (v + 15) & ~(size_t)15; }
 
-size_t k_se_scratch(int n, long hw, int C, int S)
+size_t k_se_scratch(int n, long h, long w, int C, int S)
 {
     if (n <= 0 || C <= 0 || S <= 0) return 16;
-    return 2 * pad16((size_t)n * C) + 2 * pad16((size_t)n * S) + k_gap_scratch(n, hw, C);
+    return 2 * pad16((size_t)n * C) + 2 * pad16((size_t)n * S) + k_gap_scratch(n, h, w, C);
 }
 
 enum { SE_CHUNK = 64, SE_GROUP = 256 };
@@ -79,36 +85,39 @@ void k_se_apply(int nt, int n, long hw, int C, const float *x, const float *gate
     scale_run(nt, &j);
 }
 
-static void se_gate(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
-                    const float *W2, const float *b2, float *pooled, float *hid, float *G, float *scratch)
+/* pooled -> hid -> act -> gate */
+static void se_excite(int nt, int n, int C, int S, const float *P, const float *W1, const float *b1, const float *W2,
+                      const float *b2, float *H, float *A, float *G)
 {
-    size_t nc = pad16((size_t)n * C), ns = pad16((size_t)n * S);
-    float *P = pooled ? pooled : scratch;
-    float *A = scratch + 2 * nc;
-    float *H = hid ? hid : scratch + 2 * nc + ns;
-    /* by positions: x comes from the depthwise convolution, split by rows */
-    k_gap_fwd_ws(nt, n, hw, C, x, P, scratch + 2 * nc + 2 * ns);
     k_fc_fwd(nt, n, C, S, P, W1, b1, H);
     k_silu_fwd(nt, (long)n * S, H, A);
     k_epilogue ep = {NULL, b2, K_ACT_SIGMOID, NULL, 0};
     k_fc_gemm(nt, n, C, S, A, W2, G, &ep);
 }
 
-void k_se_fwd(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
+void k_se_fwd(int nt, int n, long h, long w, int C, int S, const float *x, const float *W1, const float *b1,
               const float *W2, const float *b2, float *y, float *pooled, float *hid, float *gate, float *scratch)
 {
-    if (n <= 0 || C <= 0 || S <= 0 || hw <= 0) return;
-    float *G = gate ? gate : scratch + pad16((size_t)n * C);
-    se_gate(nt, n, hw, C, S, x, W1, b1, W2, b2, pooled, hid, G, scratch);
-    scale_job j = {n, C, hw, x, G, NULL, NULL, y, NULL, 0, {{{0}}, 0}};
+    if (n <= 0 || C <= 0 || S <= 0 || h <= 0 || w <= 0) return;
+    size_t nc = pad16((size_t)n * C), ns = pad16((size_t)n * S);
+    float *P = pooled ? pooled : scratch;
+    float *G = gate ? gate : scratch + nc;
+    float *A = scratch + 2 * nc;
+    float *H = hid ? hid : scratch + 2 * nc + ns;
+    /* by rows: x comes from the depthwise convolution, split by rows */
+    k_gap_fwd_ws(nt, n, h, w, C, x, P, scratch + 2 * nc + 2 * ns);
+    se_excite(nt, n, C, S, P, W1, b1, W2, b2, H, A, G);
+    scale_job j = {n, C, h * w, x, G, NULL, NULL, y, NULL, 0, {{{0}}, 0}};
     scale_run(nt, &j);
 }
 
-void k_se_gate(int nt, int n, long hw, int C, int S, const float *x, const float *W1, const float *b1,
-               const float *W2, const float *b2, float *gate, float *scratch)
+void k_se_gate_chunks(int nt, int n, long h, long w, int C, int S, const float *sums, const float *W1,
+                      const float *b1, const float *W2, const float *b2, float *gate, float *scratch)
 {
-    if (n <= 0 || C <= 0 || S <= 0 || hw <= 0) return;
-    se_gate(nt, n, hw, C, S, x, W1, b1, W2, b2, NULL, NULL, gate, scratch);
+    if (n <= 0 || C <= 0 || S <= 0 || h <= 0 || w <= 0) return;
+    size_t nc = pad16((size_t)n * C), ns = pad16((size_t)n * S);
+    k_gap_from_chunks(nt, n, h, w, C, sums, scratch);
+    se_excite(nt, n, C, S, scratch, W1, b1, W2, b2, scratch + 2 * nc + ns, scratch + 2 * nc, gate);
 }
 
 typedef struct dgate_job {

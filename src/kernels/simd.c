@@ -82,6 +82,45 @@ k_vmul_fn k_vmul_pick(void)
     return vmul_generic;
 }
 
+static void colsum_generic(const float *x, long rows, long ldx, long n, float *sums)
+{
+    for (long c = 0; c < n; c++) sums[c] = x[c];
+    for (long r = 1; r < rows; r++) {
+        const float *p = x + r * ldx;
+        SIMD_LOOP
+        for (long c = 0; c < n; c++) sums[c] += p[c];
+    }
+}
+
+k_colsum_fn k_colsum_pick(void)
+{
+#if K_HAVE_X86_PATHS
+    int level = k_simd_level();
+    if (level >= K_SIMD_AVX512) return k_colsum_avx512;
+    if (level >= K_SIMD_AVX2) return k_colsum_avx2;
+#endif
+    return colsum_generic;
+}
+
+static void colsum_pd_generic(const float *x, long rows, long ldx, long n, double *sums)
+{
+    for (long c = 0; c < n; c++) sums[c] = 0.0;
+    for (long r = 0; r < rows; r++) {
+        const float *p = x + r * ldx;
+        for (long c = 0; c < n; c++) sums[c] += p[c];
+    }
+}
+
+k_colsum_pd_fn k_colsum_pd_pick(void)
+{
+#if K_HAVE_X86_PATHS
+    int level = k_simd_level();
+    if (level >= K_SIMD_AVX512) return k_colsum_pd_avx512;
+    if (level >= K_SIMD_AVX2) return k_colsum_pd_avx2;
+#endif
+    return colsum_pd_generic;
+}
+
 int k_simd_force(int level)
 {
     int l = clamp_level(level);

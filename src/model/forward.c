@@ -51,8 +51,9 @@ static void make_plan(const env2_model *m, int n, int h, int w, infer_plan *p, i
         const block_def *bl = &m->blocks[b];
         for (int i = 0; i < bl->ncb; i++) plan_conv(m, &bl->cb[i], n, &h, &w, p, nt);
         if (bl->se) {
-            /* the gate, then the SE kernel's own scratch */
-            size_t s = gate_floats(n, bl->mid) + k_se_scratch(n, (long)h * w, bl->mid, bl->se);
+            /* the gate, the pooling's chunk sums, then the SE kernel's own
+             * scratch */
+            size_t s = gate_floats(n, bl->mid) + k_gap_scratch(n, h, w, bl->mid) + k_se_scratch(n, h, w, bl->mid, bl->se);
             if (s > p->se_ws) p->se_ws = s;
         }
     }
@@ -126,16 +127,17 @@ static void wino_refresh(env2_model *m, const float *params, int nt)
 
 /* gate: non-NULL for an MBConv projection, which applies the squeeze-excite
  * gate to x as it packs it (the projection is always a 1x1 stride-1
- * convolution: model.c). */
+ * convolution: model.c).  pool: non-NULL for a depthwise convolution that
+ * also sums its output for the squeeze-excite pooling (k_dwconv_fwd_pool). */
 static void run_conv(const env2_model *m, const float *params, const convbn *c, int nt, int n, int *h, int *w,
-                     const float *x, const float *gate, float *y, const float *residual, float *ws)
+                     const float *x, const float *gate, float *y, const float *residual, float *ws, float *pool)
 {
     k_conv_shape s;
     conv_shape(m, c, n, *h, *w, &s);
     k_epilogue ep = {model_fold_scale(m, c), model_fold_shift(m, c), c->act ? K_ACT_SILU : K_ACT_NONE, residual,
                      c->co};
     if (gate) PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv1x1_gated_fwd(nt, &s, x, gate, params + c->w, y, &ep));
-    else if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd(nt, &s, x, params + c->w, y, &ep));
+    else if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd_pool(nt, &s, x, params + c->w, y, &ep, pool));
     else if (c->k == 1 && c->stride == 1)
         PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
     else if (is_wino(m, c) && m->wino_layers > 0)
@@ -179,7 +181,7 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
     float *cws = m->ws + 3 * m->ws_act, *sws = cws + m->ws_conv, *pooled = sws + m->ws_se;
 
     int H = h, W = w, cur = 0;
-    run_conv(m, params, &m->stem, nt, n, &H, &W, x, NULL, buf[0], NULL, cws);
+    run_conv(m, params, &m->stem, nt, n, &H, &W, x, NULL, buf[0], NULL, cws, NULL);
     for (int b = 0; b < m->nblocks; b++) {
         const block_def *bl = &m->blocks[b];
         float *in = buf[cur], *t1 = buf[(cur + 1) % 3], *t2 = buf[(cur + 2) % 3];
@@ -187,11 +189,11 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
         int oh = H, ow = W, next;
         if (bl->fused) {
             if (bl->ncb == 1) {
-                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, NULL, t1, res, cws);
+                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, NULL, t1, res, cws, NULL);
                 next = (cur + 1) % 3;
             } else {
-                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, NULL, t1, NULL, cws);
-                run_conv(m, params, &bl->cb[1], nt, n, &oh, &ow, t1, NULL, t2, res, cws);
+                run_conv(m, params, &bl->cb[0], nt, n, &oh, &ow, in, NULL, t1, NULL, cws, NULL);
+                run_conv(m, params, &bl->cb[1], nt, n, &oh, &ow, t1, NULL, t2, res, cws, NULL);
                 next = (cur + 2) % 3;
             }
         } else {
@@ -199,19 +201,21 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
             int i = 0;
             float *a = t1, *bb = t2;
             if (bl->has_expand) {
-                run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, NULL, a, NULL, cws);
+                run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, NULL, a, NULL, cws, NULL);
                 src = a;
                 a = t2;
                 bb = t1;
             }
-            /* depthwise into a; the SE gate into sws; project from a,
-             * through the gate, into bb */
-            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, NULL, a, NULL, cws);
+            /* depthwise into a, summing a for the SE pooling into sums;
+             * the SE gate into sws; project from a, through the gate, into
+             * bb */
+            float *sums = bl->se ? sws + gate_floats(n, bl->mid) : NULL;
+            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, src, NULL, a, NULL, cws, sums);
             if (bl->se)
-                PROF(PROF_SE, k_se_gate(nt, n, (long)oh * ow, bl->mid, bl->se, a, params + bl->se_w1,
-                                        params + bl->se_b1, params + bl->se_w2, params + bl->se_b2, sws,
-                                        sws + gate_floats(n, bl->mid)));
-            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, a, bl->se ? sws : NULL, bb, res, cws);
+                PROF(PROF_SE, k_se_gate_chunks(nt, n, oh, ow, bl->mid, bl->se, sums, params + bl->se_w1,
+                                               params + bl->se_b1, params + bl->se_w2, params + bl->se_b2, sws,
+                                               sums + k_gap_scratch(n, oh, ow, bl->mid)));
+            run_conv(m, params, &bl->cb[i++], nt, n, &oh, &ow, a, bl->se ? sws : NULL, bb, res, cws, NULL);
             next = bb == t1 ? (cur + 1) % 3 : (cur + 2) % 3;
         }
         cur = next;
@@ -219,8 +223,8 @@ env2_status model_forward_nhwc(env2_model *m, const float *params, const float *
         W = ow;
     }
     float *hb = buf[(cur + 1) % 3];
-    run_conv(m, params, &m->head, nt, n, &H, &W, buf[cur], NULL, hb, NULL, cws);
-    PROF(PROF_HEAD, k_gap_fwd(nt, n, (long)H * W, m->arch.head, hb, pooled);
+    run_conv(m, params, &m->head, nt, n, &H, &W, buf[cur], NULL, hb, NULL, cws, NULL);
+    PROF(PROF_HEAD, k_gap_fwd(nt, n, H, W, m->arch.head, hb, pooled);
          k_fc_fwd(nt, n, m->arch.head, m->classes, pooled, params + m->fc_w, params + m->fc_b, logits));
     return ENV2_OK;
 }

@@ -140,7 +140,7 @@ static size_t plan(env2_trainer *t, int n, int h, int w, float *base, int keep)
                 nd->hid = hid;
                 nd->gate = gate;
             }
-            size_t s = k_se_scratch(n, (long)h * w, bl->mid, bl->se);
+            size_t s = k_se_scratch(n, h, w, bl->mid, bl->se);
             if (s > maxse) maxse = s;
             cur.p = a;
             cur.node = a ? -1 : idx;
@@ -277,8 +277,8 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks)
         }
         case N_SE: {
             const block_def *bl = nd->bl;
-            long hw = (long)(nd - 1)->sh.ho * (nd - 1)->sh.wo;
-            PROF(PROF_SE, k_se_fwd(nt, n, hw, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_b1,
+            const k_conv_shape *sh = &(nd - 1)->sh;
+            PROF(PROF_SE, k_se_fwd(nt, n, sh->ho, sh->wo, bl->mid, bl->se, nd->in, params + bl->se_w1, params + bl->se_b1,
                                    params + bl->se_w2, params + bl->se_b2, nd->a, nd->pooled, nd->hid, nd->gate,
                                    t->se_ws));
             break;
@@ -312,7 +312,7 @@ void graph_forward(env2_trainer *t, const float *params, int train_masks)
     const tnode *last = &t->nodes[t->nnodes - 1];
     int hd = m->arch.head;
     double prof_t0 = env2_prof_on ? env2_prof_now() : 0;
-    k_gap_fwd(nt, n, (long)last->sh.ho * last->sh.wo, hd, last->a, t->head_pooled);
+    k_gap_fwd(nt, n, last->sh.ho, last->sh.wo, hd, last->a, t->head_pooled);
     float p = train_masks ? t->dropout : 0.0f;
     for (long i = 0; i < (long)n * hd; i++) {
         float f = 1.0f;
