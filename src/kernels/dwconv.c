@@ -251,7 +251,8 @@ typedef struct dw_job {
 static void pool_rows(const dw_job *j, long lo, long hi, long c0, long c1)
 {
     const long C = j->s->ci, wo = j->s->wo, rq = k_gap_chunks(1, wo);
-    for (long r = lo; r < hi; r++) k_gap_row_chunks(wo, C, (int)(c1 - c0), j->out + r * wo * C + c0, j->sums + r * rq * C + c0);
+    for (long r = lo; r < hi; r++)
+        k_gap_row_chunks(wo, C, (int)(c1 - c0), j->out + r * wo * C + c0, j->sums + r * rq * C + c0);
 }
 
 static void fwd_rows(const dw_job *j, long lo, long hi)

@@ -53,7 +53,8 @@ static void make_plan(const env2_model *m, int n, int h, int w, infer_plan *p, i
         if (bl->se) {
             /* the gate, the pooling's chunk sums, then the SE kernel's own
              * scratch */
-            size_t s = gate_floats(n, bl->mid) + k_gap_scratch(n, h, w, bl->mid) + k_se_scratch(n, h, w, bl->mid, bl->se);
+            size_t s = gate_floats(n, bl->mid) + k_gap_scratch(n, h, w, bl->mid) +
+                       k_se_scratch(n, h, w, bl->mid, bl->se);
             if (s > p->se_ws) p->se_ws = s;
         }
     }
@@ -137,7 +138,8 @@ static void run_conv(const env2_model *m, const float *params, const convbn *c, 
     k_epilogue ep = {model_fold_scale(m, c), model_fold_shift(m, c), c->act ? K_ACT_SILU : K_ACT_NONE, residual,
                      c->co};
     if (gate) PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv1x1_gated_fwd(nt, &s, x, gate, params + c->w, y, &ep));
-    else if (c->kind == T_DW) PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd_pool(nt, &s, x, params + c->w, y, &ep, pool));
+    else if (c->kind == T_DW)
+        PROF_CONV(PROF_DWCONV, &s, 1, 1, k_dwconv_fwd_pool(nt, &s, x, params + c->w, y, &ep, pool));
     else if (c->k == 1 && c->stride == 1)
         PROF_CONV(PROF_CONV1X1, &s, 0, 1, k_conv2d_fwd(nt, &s, x, params + c->w, y, &ep, ws));
     else if (is_wino(m, c) && m->wino_layers > 0)
